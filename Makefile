@@ -1,0 +1,24 @@
+# The two commands: `make run` (install, then run the main job on the embedded default) and `make test`.
+VENV ?= .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+
+.PHONY: setup run test lint bench-collect clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	star1 collect
+
+test: setup
+	python -m pytest -q
+
+lint: setup
+	ruff check star1 tests bench jobs && ruff format --check star1 tests bench jobs
+
+bench-collect: setup
+	python bench/collect.py
+
+clean:
+	rm -rf artifacts .pytest_cache

@@ -1,0 +1,103 @@
+"""`star1` command line: one verb per stage. Configuration errors exit with code 2 before any work starts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from star1.config import ConfigError, Star1Config, load_config
+from star1.sources.readers import SourceError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="STAR-1-style safety data, on Ray.")
+console = Console(stderr=True)
+DEMO_CONFIG = Path(__file__).parent / "data" / "demo" / "collect.yaml"
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="run config YAML (default: bundled demo)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set collect.tfidf_threshold=0.5")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="redo even if the stored manifest is current")]
+
+
+def _config(path: Path | None, overrides: list[str] | None) -> Star1Config:
+    try:
+        return load_config(path or DEMO_CONFIG, overrides)
+    except ConfigError as e:
+        console.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+def _store(cfg: Star1Config):
+    from star1.store import Store
+
+    try:
+        return Store.from_uri(cfg.store.uri, cfg.store.endpoint_url, cfg.store.region)
+    except (ValueError, OSError) as e:
+        console.print(f"[red]store error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def collect(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    explain: Annotated[str | None, typer.Option("--explain", help="show why prompt ID was kept or dropped")] = None,
+) -> None:
+    """Build the deduplicated, decontaminated prompt pool from the configured sources."""
+    cfg = _config(config, set_)
+    store = _store(cfg)
+    if explain:
+        from star1.stages.collect import explain as explain_row
+
+        try:
+            found = explain_row(store, explain)
+        except FileNotFoundError as e:
+            console.print(f"[red]{e}[/red]")
+            raise typer.Exit(1) from None
+        print(json.dumps(found, indent=2, ensure_ascii=False, default=str))
+        if not any(found[k] for k in ("kept", "rejected", "eval")):
+            raise typer.Exit(1)
+        return
+    if cfg.collect is None:
+        console.print("[red]config error:[/red] no 'collect' section")
+        raise typer.Exit(2)
+
+    from star1.stages.collect import run_collect
+
+    console.print(f"collect → {store.uri}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        try:
+            result = run_collect(cfg, store, force=force, use_ray=cfg.ray.enabled,
+                                 log=lambda m: console.print(m, highlight=False), progress=progress)
+        except (SourceError, ConfigError) as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1) from None
+    c = result.manifest.counts["total"]
+    state = "up to date" if result.skipped else "done"
+    console.print(f"[green]{state}[/green]: {c['read']} in, {c['kept']} kept, {c['rejected']} rejected")
+    print(result.url("pool"))
+
+
+@app.command()
+def version() -> None:
+    """Print the star1 version."""
+    from star1 import __version__
+
+    print(__version__)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,38 @@
+"""Row schemas, declared once. Every stage output is built against (and so validated by) its schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+PROMPT = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("source_row", pa.int64(), nullable=False),
+        pa.field("source_meta", pa.string()),
+    ]
+)
+
+REJECT = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_row", pa.int64()),
+        pa.field("prompt", pa.string()),
+        pa.field("rule", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+        pa.field("collided_with_id", pa.string()),
+        pa.field("collided_with_source", pa.string()),
+        pa.field("similarity", pa.float32()),
+        pa.field("source_meta", pa.string()),
+    ]
+)
+
+
+def to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build a table with exactly `schema`'s columns; missing optional fields become null."""
+    cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    return pa.Table.from_pydict(cols, schema=schema)

@@ -1,0 +1,149 @@
+"""Artifact store over `pyarrow.fs`: the same code for a local folder and `s3://bucket/prefix`.
+
+S3 settings come from the config or the environment (`AWS_ENDPOINT_URL`, `AWS_REGION`/`AWS_DEFAULT_REGION`,
+`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`), so MinIO, Ceph, R2 and AWS all work.
+Every write is atomic: local files are written beside the target and renamed; an S3 PUT is atomic per object.
+A stage makes its outputs visible by writing its manifest last.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+PARQUET_OPTS: dict[str, Any] = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
+
+
+def s3_filesystem(endpoint_url: str | None = None, region: str | None = None) -> pafs.S3FileSystem:
+    """An S3 filesystem configured from arguments, falling back to the standard AWS env vars."""
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    kwargs: dict[str, Any] = {"region": region}
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "https"
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        kwargs.update(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"))
+    return pafs.S3FileSystem(**kwargs)
+
+
+@dataclass(frozen=True)
+class Store:
+    """A root folder on a filesystem. Paths given to methods are relative to the root, '/'-separated."""
+
+    fs: pafs.FileSystem
+    root: str
+    uri: str
+
+    @classmethod
+    def from_uri(cls, uri: str, endpoint_url: str | None = None, region: str | None = None) -> Store:
+        parsed = urlparse(uri)
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise ValueError(f"store uri '{uri}' has no bucket (expected s3://bucket/prefix)")
+            root = posixpath.join(parsed.netloc, parsed.path.lstrip("/")).rstrip("/")
+            return cls(s3_filesystem(endpoint_url, region), root, uri.rstrip("/"))
+        if parsed.scheme not in ("", "file"):
+            raise ValueError(f"store uri '{uri}': unsupported scheme '{parsed.scheme}' (use a path or s3://)")
+        path = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(pafs.LocalFileSystem(), path.as_posix(), path.as_posix())
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def child(self, *parts: str) -> Store:
+        """A store rooted at a sub-folder."""
+        sub = posixpath.join(*parts)
+        return Store(self.fs, self._abs(sub), f"{self.uri}/{sub}")
+
+    def _abs(self, rel: str) -> str:
+        rel = rel.strip("/")
+        if ".." in rel.split("/"):
+            raise ValueError(f"store path '{rel}' may not contain '..'")
+        return posixpath.join(self.root, rel) if rel else self.root
+
+    def url(self, rel: str) -> str:
+        return f"{self.uri}/{rel.strip('/')}"
+
+    # ------------------------------------------------------------------ bytes
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self._abs(rel)).type != pafs.FileType.NotFound
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self._abs(rel)) as f:
+            return f.read()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write atomically: readers see the old object or the whole new one, never a partial file."""
+        target = self._abs(rel)
+        parent = posixpath.dirname(target)
+        if self.is_local:
+            self.fs.create_dir(parent, recursive=True)
+            tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+            os.replace(tmp, target)
+        else:
+            with self.fs.open_output_stream(target) as f:
+                f.write(data)
+
+    def delete(self, rel: str) -> None:
+        info = self.fs.get_file_info(self._abs(rel))
+        if info.type == pafs.FileType.File:
+            self.fs.delete_file(info.path)
+        elif info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(info.path)
+
+    def list(self, rel: str = "", suffix: str = "") -> list[str]:
+        """Relative paths of files under `rel` (recursive), sorted."""
+        base = self._abs(rel)
+        info = self.fs.get_file_info(base)
+        if info.type == pafs.FileType.NotFound:
+            return []
+        sel = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        root_len = len(self.root.rstrip("/")) + 1
+        out = [
+            i.path[root_len:]
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.File
+            and i.path.endswith(suffix)
+            and not posixpath.basename(i.path).startswith(".tmp-")
+        ]
+        return sorted(out)
+
+    # ------------------------------------------------------------------ typed helpers
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        """Parquet, deterministic bytes for the same table (same output locally and on S3)."""
+        self.write_bytes(rel, table_to_parquet_bytes(table))
+
+    def read_table(self, rel: str) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.read_bytes(rel)))
+
+
+def table_to_parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **PARQUET_OPTS)
+    return buf.getvalue()
