@@ -60,8 +60,8 @@ class SparseIndex:
     """L2-normalised sparse rows plus their prefix rows, for threshold `t`."""
 
     def __init__(self, X: sp.csr_matrix, term_rank: np.ndarray, t: float) -> None:
-        self.X = sp.csr_matrix(X, dtype=np.float32)
-        self.X.sort_indices()
+        self.X = sp.csr_matrix(X, dtype=np.float32, copy=True)  # never mutate the caller's matrix
+        self.X.sum_duplicates()  # canonical: sorted indices, no duplicates
         self.P = prefix_rows(self.X, term_rank, t)
 
     def __len__(self) -> int:
@@ -91,7 +91,8 @@ def prefix_rows(X: sp.csr_matrix, term_rank: np.ndarray, t: float) -> sp.csr_mat
     keep_sorted = in_row_csum >= t * t - _EPS  # conservative: a slightly longer prefix never loses a pair
     keep = np.zeros(len(order), dtype=bool)
     keep[order[keep_sorted]] = True
-    P = sp.csr_matrix((np.where(keep, X.data, 0).astype(np.float32), X.indices, X.indptr), shape=X.shape)
+    P = sp.csr_matrix((np.where(keep, X.data, 0).astype(np.float32), X.indices.copy(), X.indptr.copy()),
+                      shape=X.shape)
     P.eliminate_zeros()
     return P
 
