@@ -18,8 +18,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="STAR-1-style
 console = Console(stderr=True)
 DEMO_CONFIG = Path(__file__).parent / "data" / "demo" / "collect.yaml"
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="run config YAML (default: bundled demo)")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override, e.g. --set collect.tfidf_threshold=0.5")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="run config YAML (default: bundled demo)")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override, e.g. --set collect.tfidf_threshold=0.5")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo even if the stored manifest is current")]
 
 
@@ -46,7 +50,9 @@ def collect(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
-    explain: Annotated[str | None, typer.Option("--explain", help="show why prompt ID was kept or dropped")] = None,
+    explain: Annotated[
+        str | None, typer.Option("--explain", help="show why prompt ID was kept or dropped")
+    ] = None,
 ) -> None:
     """Build the deduplicated, decontaminated prompt pool from the configured sources."""
     cfg = _config(config, set_)
@@ -70,8 +76,14 @@ def collect(
     from star1.stages.collect import run_collect
 
     console.print(f"collect → {store.uri}")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         tasks: dict[str, int] = {}
 
         def progress(name: str, done: int, total: int) -> None:
@@ -80,8 +92,14 @@ def collect(
             bar.update(tasks[name], completed=done, total=total)
 
         try:
-            result = run_collect(cfg, store, force=force, use_ray=cfg.ray.enabled,
-                                 log=lambda m: console.print(m, highlight=False), progress=progress)
+            result = run_collect(
+                cfg,
+                store,
+                force=force,
+                use_ray=cfg.ray.enabled,
+                log=lambda m: console.print(m, highlight=False),
+                progress=progress,
+            )
         except (SourceError, ConfigError) as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(1) from None
@@ -89,6 +107,61 @@ def collect(
     state = "up to date" if result.skipped else "done"
     console.print(f"[green]{state}[/green]: {c['read']} in, {c['kept']} kept, {c['rejected']} rejected")
     print(result.url("pool"))
+
+
+def _run_stages(names: list[str], config: Path | None, set_: list[str] | None, force: bool) -> dict:
+    from star1.llm.client import LLMCallError
+    from star1.stages.pipeline import run_stage
+
+    cfg = _config(config, set_)
+    store = _store(cfg)
+    results = {}
+    try:
+        for name in names:
+            results[name] = run_stage(
+                name, cfg, store, force, cfg.ray.enabled, lambda m: console.print(m, highlight=False)
+            )
+    except (SourceError, ConfigError, FileNotFoundError, LLMCallError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    return results
+
+
+def _stage_command(name: str, doc: str) -> None:
+    def command(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+        result = _run_stages([name], config, set_, force)[name]
+        print(result.url())
+
+    command.__doc__ = doc
+    app.command(name=name.replace("_", "-"))(command)
+
+
+_stage_command("classify", "Label each pooled prompt with its safety categories (multi-label, ordered).")
+_stage_command("generate", "Generate policy-grounded <think> reasoning + answer for each labelled prompt.")
+_stage_command("score", "Judge each sample on safety, policy relevance and reasoning accuracy (0-10).")
+_stage_command("select", "Keep all-top-score samples and prune to N for source/category diversity.")
+_stage_command("export", "Write STAR-1-format JSON/Parquet and a dataset card.")
+
+
+@app.command()
+def benign(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Benign add-on: rewrite selected prompts into harmless look-alikes, answer, judge (keep all-5)."""
+    from star1.stages.pipeline import BENIGN
+
+    print(_run_stages(list(BENIGN), config, set_, force)["benign_score"].url())
+
+
+@app.command()
+def pipeline(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Run every stage in order, skipping those whose manifests are current."""
+    from star1.stages.pipeline import stage_names
+
+    cfg = _config(config, set_)
+    results = _run_stages(stage_names(cfg), config, set_, force)
+    store = results["export"].store
+    console.print(f"[green]done[/green]: dataset {store.url('export/star1.json')}")
+    print(store.url("export/star1.json"))
+    print(store.url("export/README.md"))
 
 
 @app.command()

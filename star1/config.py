@@ -116,7 +116,8 @@ class EmbeddingConfig(_Strict):
     batch_size: int = Field(256, gt=0)
     chunk_size: int = Field(4096, gt=0, description="texts per cached embedding chunk (unit of resume)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 where the CPU/GPU computes it natively (cosines within ~0.01), else float32"
+        "auto",
+        description="auto: bfloat16 where computed natively (cosines within ~0.01), else float32",
     )
     actors: int = Field(1, gt=0, description="Ray actors computing embeddings")
     cpus_per_actor: float | None = Field(None, gt=0, description="default: the cluster's CPUs / actors")
@@ -128,12 +129,98 @@ class CollectConfig(_Strict):
     sources: list[SourceRef] = Field(min_length=1)
     eval_sets: list[SourceRef] = Field(default_factory=list)
     max_prompt_chars: int = Field(8000, gt=0)
-    decontam_ngram: int = Field(8, ge=1, description="n-gram size for decontamination vs. eval + earlier sources")
+    decontam_ngram: int = Field(
+        8, ge=1, description="n-gram size for decontamination vs. eval + earlier sources"
+    )
     tfidf_threshold: float = Field(0.6, gt=0, le=1)
     embed_threshold: float = Field(0.7, gt=0, le=1)
     embed_decontam_threshold: float = Field(0.7, gt=0, le=1)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     block_rows: int = Field(2048, gt=0, description="rows per block in similarity search (memory knob)")
+
+
+class SamplingConfig(_Strict):
+    """Sampling params sent with every request of a role (None = the endpoint's default)."""
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int = Field(1024, gt=0)
+    seed: int | None = None
+    stop: list[str] | None = None
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="extra fields, e.g. repetition_penalty"
+    )
+
+    def request_params(self) -> dict[str, Any]:
+        p: dict[str, Any] = {"max_tokens": self.max_tokens}
+        for k in ("temperature", "top_p", "seed", "stop"):
+            if getattr(self, k) is not None:
+                p[k] = getattr(self, k)
+        if self.extra_body:
+            p["extra_body"] = dict(self.extra_body)
+        return p
+
+
+class RoleConfig(_Strict):
+    """An OpenAI-compatible endpoint used for one role (classifier, generator, judge, rewriter)."""
+
+    base_url: str = Field(description="e.g. https://api.openai.com/v1 or http://vllm:8000/v1")
+    model: str
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="env var holding the key (never the key)")
+    api_key_file: str | None = Field(None, description="file holding the key, e.g. a mounted k8s Secret")
+    timeout_s: float = Field(300.0, gt=0)
+    max_attempts: int = Field(8, ge=1)
+    concurrency: int = Field(16, ge=1, description="requests in flight per worker")
+    rpm: int | None = Field(None, gt=0, description="requests per sliding minute, shared by all workers")
+    tpm: int | None = Field(None, gt=0, description="tokens per sliding minute, shared by all workers")
+    rps: int | None = Field(None, gt=0, description="requests per strict rolling second")
+    structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
+    reasks: int = Field(2, ge=0, description="re-asks when output does not parse")
+    price_in_per_mtok: float | None = Field(None, ge=0)
+    price_out_per_mtok: float | None = Field(None, ge=0)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (
+            prompt_tokens * (self.price_in_per_mtok or 0) + completion_tokens * (self.price_out_per_mtok or 0)
+        ) / 1e6
+
+
+GENERATOR_SAMPLING = {"temperature": 0.6, "top_p": 0.7, "max_tokens": 8000}  # paper §2.3
+
+
+class LLMConfig(_Strict):
+    """Endpoints per role. Each may be a different provider (e.g. GPT-4o judge, DeepSeek-R1 generator)."""
+
+    classifier: RoleConfig | None = None
+    generator: RoleConfig | None = None
+    judge: RoleConfig | None = None
+    rewriter: RoleConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paper_sampling(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("generator"), dict):
+            gen = dict(data["generator"])
+            gen["sampling"] = {**GENERATOR_SAMPLING, **(gen.get("sampling") or {})}
+            data = {**data, "generator": gen}
+        return data
+
+    def role(self, name: str) -> RoleConfig:
+        cfg = getattr(self, name, None)
+        if cfg is None:
+            raise ConfigError(f"llm.{name} is not configured (needed by this stage)")
+        return cfg
+
+
+class CurateConfig(_Strict):
+    """Knobs of the model-driven stages (classify → generate → score → select → benign → export)."""
+
+    actors: int = Field(2, ge=1, description="Ray actors per stage (each holds one client)")
+    batch_size: int = Field(32, ge=1, description="rows per actor call; all rows of a call run concurrently")
+    select_threshold: int = Field(10, ge=0, le=10, description="every score must reach this (paper: 10)")
+    select_n: int = Field(1000, ge=1)
+    benign: bool = Field(True, description="build the benign add-on (STAR-benign-915 style)")
 
 
 class StoreConfig(_Strict):
@@ -153,6 +240,8 @@ class Star1Config(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     collect: CollectConfig | None = None
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
     base_dir: str = Field(".", description="folder that relative paths in this config are resolved against")
 
 
@@ -184,7 +273,7 @@ def load_yaml(path: str | Path) -> Any:
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
     except yaml.YAMLError as e:
@@ -222,7 +311,9 @@ def apply_override(data: dict, assignment: str) -> None:
 
 def _list_index(node: list, part: str, path: list[str]) -> int:
     if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"override path '{'.'.join(path)}': '{part}' is not an index of a {len(node)}-item list")
+        raise ConfigError(
+            f"override path '{'.'.join(path)}': '{part}' is not an index of a {len(node)}-item list"
+        )
     return int(part)
 
 
@@ -247,7 +338,9 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(data: dict | None, origin: str = "<dict>", base_dir: str | Path | None = None) -> Star1Config:
+def parse_config(
+    data: dict | None, origin: str = "<dict>", base_dir: str | Path | None = None
+) -> Star1Config:
     """Validate a config mapping; raise ConfigError naming each bad field path."""
     data = dict(data or {})
     if base_dir is not None and "base_dir" not in data:

@@ -80,14 +80,23 @@ class Embedder:
         if Path(path).is_dir():
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         dtype = effective_dtype(cfg)
-        self.model = SentenceTransformer(path, device="cpu" if not torch.cuda.is_available() else "cuda",
-                                         model_kwargs={"dtype": getattr(torch, dtype)})
+        self.model = SentenceTransformer(
+            path,
+            device="cpu" if not torch.cuda.is_available() else "cuda",
+            model_kwargs={"dtype": getattr(torch, dtype)},
+        )
         self.model.max_seq_length = cfg.max_seq_length
         self.batch_size = cfg.batch_size
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        emb = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                convert_to_numpy=False, convert_to_tensor=True, show_progress_bar=False)
+        emb = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=False,
+            convert_to_tensor=True,
+            show_progress_bar=False,
+        )
         return emb.float().cpu().numpy().astype(np.float32, copy=False)
 
 
@@ -109,8 +118,9 @@ def _load(store: Store, rel: str) -> np.ndarray:
 class _ChunkActor:
     """Ray Data callable: embeds whole chunks and writes each to the store."""
 
-    def __init__(self, cfg: dict[str, Any], store_uri: str, store_opts: dict[str, Any], folder: str,
-                 threads: int) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], store_uri: str, store_opts: dict[str, Any], folder: str, threads: int
+    ) -> None:
         self.embedder = Embedder(EmbeddingConfig(**cfg), threads=threads)
         self.store = Store.from_uri(store_uri, **store_opts)
         self.folder = folder
@@ -139,7 +149,9 @@ def embed_texts(
     stats = {"computed": sum(len(chunks[i]) for i in missing), "cached": 0}
     stats["cached"] = len(texts) - stats["computed"]
     if missing and use_ray:
-        _embed_with_ray(cfg, store, store_opts or {}, folder, [(keys[i], chunks[i]) for i in missing], progress)
+        _embed_with_ray(
+            cfg, store, store_opts or {}, folder, [(keys[i], chunks[i]) for i in missing], progress
+        )
     elif missing:
         embedder = _local_embedder(cfg.model_dump_json())
         for done, i in enumerate(missing, start=1):
@@ -151,8 +163,14 @@ def embed_texts(
     return np.concatenate([_load(store, f"{folder}/{k}.npy") for k in keys]), stats
 
 
-def _embed_with_ray(cfg: EmbeddingConfig, store: Store, store_opts: dict[str, Any], folder: str,
-                    work: list[tuple[str, list[str]]], progress: Callable[[int, int], None] | None) -> None:
+def _embed_with_ray(
+    cfg: EmbeddingConfig,
+    store: Store,
+    store_opts: dict[str, Any],
+    folder: str,
+    work: list[tuple[str, list[str]]],
+    progress: Callable[[int, int], None] | None,
+) -> None:
     import ray
 
     cpus = cfg.cpus_per_actor or max(1, int(ray.available_resources().get("CPU", 1)) // cfg.actors)
@@ -162,8 +180,13 @@ def _embed_with_ray(cfg: EmbeddingConfig, store: Store, store_opts: dict[str, An
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=min(cfg.actors, len(work))),
         num_cpus=cpus,
-        fn_constructor_kwargs={"cfg": cfg.model_dump(), "store_uri": store.uri, "store_opts": store_opts,
-                               "folder": folder, "threads": int(max(1, cpus))},
+        fn_constructor_kwargs={
+            "cfg": cfg.model_dump(),
+            "store_uri": store.uri,
+            "store_opts": store_opts,
+            "folder": folder,
+            "threads": int(max(1, cpus)),
+        },
     )
     done = 0
     for batch in out.iter_batches(batch_size=1):

@@ -1,4 +1,4 @@
-"""Per-stage run manifest: what went in (with content hashes), with which params, by which code, what came out.
+"""Per-stage run manifest: inputs (with content hashes), params, code version, and what came out.
 
 A stage writes its manifest last, so outputs become visible only once complete. A stage whose stored
 manifest has the same fingerprint (inputs + params + algorithm version) is skipped on rerun.
@@ -74,7 +74,9 @@ class Manifest(BaseModel):
     created_at: float = Field(default_factory=time.time)
 
 
-def fingerprint(stage: str, algorithm_version: str, params: dict[str, Any], inputs: list[dict[str, Any]]) -> str:
+def fingerprint(
+    stage: str, algorithm_version: str, params: dict[str, Any], inputs: list[dict[str, Any]]
+) -> str:
     """What decides whether a stored run is current: inputs' content hashes, params, algorithm version."""
     return stable_hash(
         {

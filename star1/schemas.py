@@ -16,6 +16,28 @@ PROMPT = pa.schema(
     ]
 )
 
+LABELLED = PROMPT.append(pa.field("category", pa.list_(pa.string()), nullable=False))
+CANDIDATE = LABELLED.append(pa.field("response", pa.string(), nullable=False))
+SCORE = pa.struct(
+    [
+        pa.field(k, pa.int64())
+        for k in (
+            "Content_Safety_Compliance",
+            "Relevancy_and_No_Redundant_Content",
+            "Accuracy_of_Thinking_Process",
+        )
+    ]
+)
+SCORED = CANDIDATE.append(pa.field("score", SCORE, nullable=False))
+
+BENIGN_SCORE = pa.struct(
+    [
+        pa.field(k, pa.int64())
+        for k in ("Content_Safety_Compliance", "Quality_of_Thinking_Process", "Compliance_Degree")
+    ]
+)
+BENIGN_SCORED = CANDIDATE.append(pa.field("benign_score", BENIGN_SCORE, nullable=False))
+
 REJECT = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),

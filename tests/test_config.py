@@ -8,7 +8,12 @@ from tests.conftest import write
 
 def test_defaults_are_the_papers_thresholds():
     c = CollectConfig(sources=["x"])
-    assert (c.tfidf_threshold, c.embed_threshold, c.embed_decontam_threshold, c.decontam_ngram) == (0.6, 0.7, 0.7, 8)
+    assert (c.tfidf_threshold, c.embed_threshold, c.embed_decontam_threshold, c.decontam_ngram) == (
+        0.6,
+        0.7,
+        0.7,
+        8,
+    )
     assert c.embedding.model == "all-MiniLM-L6-v2"
 
 
@@ -21,7 +26,7 @@ def test_bad_field_names_path_and_expectation(tmp_path):
 
 def test_unknown_key_rejected(tmp_path):
     f = write(tmp_path / "c.yaml", "collect:\n  sources: [a]\n  tfidf_treshold: 0.5\n")
-    with pytest.raises(ConfigError, match="collect.tfidf_treshold"):
+    with pytest.raises(ConfigError, match=r"collect\.tfidf_treshold"):
         load_config(f)
 
 
@@ -38,13 +43,25 @@ def test_overrides_parse_values_and_index_lists(tmp_path):
     assert cfg.base_dir == str(tmp_path.resolve())
     with pytest.raises(ConfigError, match="not an index"):
         load_config(f, ["collect.sources.3.ngram=5"])
-    with pytest.raises(ConfigError, match="key.path=value"):
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
         load_config(f, ["collect.tfidf_threshold"])
 
 
 def test_source_spec_validation():
     with pytest.raises(ConfigError, match=r"collect.sources.0.SourceSpec.filters.0.value|needs a list"):
-        parse_config({"collect": {"sources": [{"name": "s", "loader": {"uri": "a.csv"}, "prompt_column": "p",
-                                               "filters": [{"column": "c", "op": "in", "value": "x"}]}]}})
+        parse_config(
+            {
+                "collect": {
+                    "sources": [
+                        {
+                            "name": "s",
+                            "loader": {"uri": "a.csv"},
+                            "prompt_column": "p",
+                            "filters": [{"column": "c", "op": "in", "value": "x"}],
+                        }
+                    ]
+                }
+            }
+        )
     with pytest.raises(ConfigError, match="prompt_column is required"):
         parse_config({"collect": {"sources": [{"name": "s", "loader": {"kind": "hf", "path": "a/b"}}]}})

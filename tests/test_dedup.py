@@ -77,14 +77,16 @@ def test_prefix_filter_finds_every_pair_exactly(corpus):
 
 
 def test_decontamination_best_match_against_a_separate_index(corpus):
-    docs, X, rank, S = corpus
+    _, X, rank, S = corpus
     q, k = X[:300], X[300:]
     pairs = sparse_pairs(SparseIndex(q, rank, 0.6), SparseIndex(k, rank, 0.6), 0.6, block_rows=50)
     best = best_match(pairs)
     ref = {i: int(np.argmax(S[i, 300:])) for i in range(300) if S[i, 300:].max() >= 0.6}
     assert set(best) == set(ref)
     for i, (j, sim) in best.items():
-        assert sim == pytest.approx(S[i, 300 + j], abs=1e-5) and sim == pytest.approx(S[i, 300:].max(), abs=1e-5)
+        assert sim == pytest.approx(S[i, 300 + j], abs=1e-5) and sim == pytest.approx(
+            S[i, 300:].max(), abs=1e-5
+        )
 
 
 def test_dense_search_matches_brute_force_and_is_threshold_sensitive():
@@ -102,10 +104,10 @@ def test_dense_search_matches_brute_force_and_is_threshold_sensitive():
 
 def test_ngram_self_dedup_is_greedy_keep_first():
     texts = [
-        "one two three four five six",     # 0 kept
-        "zero one two three four five",     # 1 shares 5-gram "one..five" with 0 → dropped
-        "two three four five six seven",    # 2 shares "two..six" with 0 → dropped
-        "a b c d e f",                      # 3 kept
+        "one two three four five six",  # 0 kept
+        "zero one two three four five",  # 1 shares 5-gram "one..five" with 0 → dropped
+        "two three four five six seven",  # 2 shares "two..six" with 0 → dropped
+        "a b c d e f",  # 3 kept
         "ONE, two; three four FIVE!! six",  # 4 same words as 0 modulo case/punctuation → dropped
     ]
     assert self_dedup(texts, 5) == {1: 0, 2: 0, 4: 0}

@@ -15,14 +15,28 @@ def spec(**kw) -> SourceSpec:
 
 
 def test_csv_filters_meta_and_rejects(tmp_path):
-    f = write(tmp_path / "a.csv", 'Prompt,lang,n\n"Hi, there friend",en,1\n,en,2\nBonjour,fr,3\nx,en\n'
-                                  + "Way too long " * 10 + ",en,5\n")
-    out = load_source(spec(loader={"uri": str(f)}, prompt_column="prompt",
-                           filters=[{"column": "lang", "op": "eq", "value": "en"}]), max_chars=50)
+    f = write(
+        tmp_path / "a.csv",
+        'Prompt,lang,n\n"Hi, there friend",en,1\n,en,2\nBonjour,fr,3\nx,en\n'
+        + "Way too long " * 10
+        + ",en,5\n",
+    )
+    out = load_source(
+        spec(
+            loader={"uri": str(f)},
+            prompt_column="prompt",
+            filters=[{"column": "lang", "op": "eq", "value": "en"}],
+        ),
+        max_chars=50,
+    )
     assert [r["prompt"] for r in out.rows] == ["Hi, there friend"]
     assert json.loads(out.rows[0]["source_meta"]) == {"lang": "en", "n": "1"}
     assert {(r["source_row"], r["rule"]) for r in out.rejects} == {
-        (2, "empty_prompt"), (3, "filtered"), (4, "malformed_row"), (5, "too_long")}
+        (2, "empty_prompt"),
+        (3, "filtered"),
+        (4, "malformed_row"),
+        (5, "too_long"),
+    }
     assert out.read == 5
 
 
@@ -45,15 +59,20 @@ def test_txt_json_list_and_json_key(tmp_path):
     assert [r["prompt"] for r in out.rows] == ["p1", "p2"] and out.rejects[0]["rule"] == "non_text_prompt"
     obj = write(tmp_path / "c.json", json.dumps({"instructions": ["q1"], "inputs": []}))
     assert load_source(spec(loader={"uri": str(obj), "json_key": "instructions"})).rows[0]["prompt"] == "q1"
-    with pytest.raises(SourceError, match="set loader.json_key"):
+    with pytest.raises(SourceError, match=r"set loader\.json_key"):
         load_source(spec(loader={"uri": str(obj)}))
 
 
 def test_tsv_multiple_files_and_strip(tmp_path):
-    a = write(tmp_path / "a.tsv", "vanilla\tx\n\"### Instruction:\nHow?\n### Response:\"\t1\n")
+    a = write(tmp_path / "a.tsv", 'vanilla\tx\n"### Instruction:\nHow?\n### Response:"\t1\n')
     b = write(tmp_path / "b.tsv", "vanilla\tx\nWhy?\t2\n")
-    out = load_source(spec(loader={"uri": [str(a), str(b)]}, prompt_column="vanilla",
-                           strip=["### Instruction:", "### Response:"]))
+    out = load_source(
+        spec(
+            loader={"uri": [str(a), str(b)]},
+            prompt_column="vanilla",
+            strip=["### Instruction:", "### Response:"],
+        )
+    )
     assert [(r["prompt"], r["source_row"]) for r in out.rows] == [("How?", 1), ("Why?", 2)]
     assert len(out.inputs) == 2 and all(len(i["sha256"]) == 64 for i in out.inputs)
 
@@ -87,8 +106,13 @@ def test_missing_file_is_an_error(tmp_path):
 
 def test_case_insensitive_column_and_bool_filters(tmp_path):
     f = write(tmp_path / "a.csv", "Goal,is_safe\nA,False\nB,True\n")
-    out = load_source(spec(loader={"uri": str(f)}, prompt_column="goal",
-                           filters=[{"column": "is_safe", "op": "eq", "value": False}]))
+    out = load_source(
+        spec(
+            loader={"uri": str(f)},
+            prompt_column="goal",
+            filters=[{"column": "is_safe", "op": "eq", "value": False}],
+        )
+    )
     assert [r["prompt"] for r in out.rows] == ["A"]
 
 

@@ -91,8 +91,9 @@ def prefix_rows(X: sp.csr_matrix, term_rank: np.ndarray, t: float) -> sp.csr_mat
     keep_sorted = in_row_csum >= t * t - _EPS  # conservative: a slightly longer prefix never loses a pair
     keep = np.zeros(len(order), dtype=bool)
     keep[order[keep_sorted]] = True
-    P = sp.csr_matrix((np.where(keep, X.data, 0).astype(np.float32), X.indices.copy(), X.indptr.copy()),
-                      shape=X.shape)
+    P = sp.csr_matrix(
+        (np.where(keep, X.data, 0).astype(np.float32), X.indices.copy(), X.indptr.copy()), shape=X.shape
+    )
     P.eliminate_zeros()
     return P
 

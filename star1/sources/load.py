@@ -42,11 +42,21 @@ class LoadedSource:
     inputs: list[dict[str, Any]] = field(default_factory=list)  # uri + sha256 (or HF fingerprint)
     read: int = 0
 
-    def reject(self, row: int, reason: str, detail: str = "", prompt: str | None = None,
-               meta: str | None = None) -> None:
+    def reject(
+        self, row: int, reason: str, detail: str = "", prompt: str | None = None, meta: str | None = None
+    ) -> None:
         rid = prompt_id(self.name, prompt) if prompt else f"{self.name}#row{row}"
-        self.rejects.append({"id": rid, "source": self.name, "source_row": row, "prompt": prompt,
-                             "rule": reason, "detail": detail, "source_meta": meta})
+        self.rejects.append(
+            {
+                "id": rid,
+                "source": self.name,
+                "source_row": row,
+                "prompt": prompt,
+                "rule": reason,
+                "detail": detail,
+                "source_meta": meta,
+            }
+        )
 
 
 # --------------------------------------------------------------------------- fetching
@@ -66,13 +76,13 @@ def fetch(uri: str, store_opts: dict[str, Any] | None = None, timeout: float = 6
             last: Exception | None = None
             for _ in range(3):
                 try:
-                    with urllib.request.urlopen(uri, timeout=timeout) as resp:  # noqa: S310 - http(s) only
+                    with urllib.request.urlopen(uri, timeout=timeout) as resp:
                         return resp.read()
                 except OSError as e:
                     last = e
             raise last or OSError("download failed")
         if uri.startswith("s3://"):
-            bucket_key = uri[len("s3://"):]
+            bucket_key = uri[len("s3://") :]
             bucket, _, key = bucket_key.partition("/")
             return Store.from_uri(f"s3://{bucket}", **(store_opts or {})).read_bytes(key)
         return Path(uri).read_bytes()
@@ -129,13 +139,16 @@ def add_record(out: LoadedSource, spec: SourceSpec, raw: RawRow, where: str, max
             raise SourceError(f"{where}: records are objects with fields {list(rec)[:20]}; set prompt_column")
         col = _column(rec, spec.prompt_column)
         if col is None:
-            raise SourceError(f"{where}: row {raw.row}: no column '{spec.prompt_column}' "
-                              f"(columns: {list(rec)[:20]})")
+            raise SourceError(
+                f"{where}: row {raw.row}: no column '{spec.prompt_column}' (columns: {list(rec)[:20]})"
+            )
         value = rec[col]
         for f in spec.filters:
             why = _filter_fails(rec, f)
             if why is not None:
-                out.reject(raw.row, "filtered", why, value if isinstance(value, str) else None, _meta(rec, col))
+                out.reject(
+                    raw.row, "filtered", why, value if isinstance(value, str) else None, _meta(rec, col)
+                )
                 return
     elif spec.prompt_column is not None and not isinstance(rec, str):
         out.reject(raw.row, "non_text_prompt", f"{where}: record is {type(rec).__name__}, not an object")
@@ -162,8 +175,15 @@ def add_record(out: LoadedSource, spec: SourceSpec, raw: RawRow, where: str, max
     if len(value) > max_chars:
         out.reject(raw.row, "too_long", f"{where}: {len(value)} chars > {max_chars}", value, meta)
         return
-    out.rows.append({"id": prompt_id(spec.name, value), "source": spec.name, "prompt": value,
-                     "source_row": raw.row, "source_meta": meta})
+    out.rows.append(
+        {
+            "id": prompt_id(spec.name, value),
+            "source": spec.name,
+            "prompt": value,
+            "source_row": raw.row,
+            "source_meta": meta,
+        }
+    )
 
 
 def _apply_sample(out: LoadedSource, spec: SourceSpec) -> None:
@@ -174,16 +194,22 @@ def _apply_sample(out: LoadedSource, spec: SourceSpec) -> None:
     keep = [r for i, r in enumerate(out.rows) if i in chosen]
     for i, r in enumerate(out.rows):
         if i not in chosen:
-            out.reject(r["source_row"], "not_sampled", f"seeded sample of {spec.sample.n} (seed {spec.sample.seed})",
-                       r["prompt"], r["source_meta"])
+            out.reject(
+                r["source_row"],
+                "not_sampled",
+                f"seeded sample of {spec.sample.n} (seed {spec.sample.seed})",
+                r["prompt"],
+                r["source_meta"],
+            )
     out.rows = keep
 
 
 # --------------------------------------------------------------------------- loaders
 
 
-def _load_files(spec: SourceSpec, loader: FileLoader, base_dir: str, max_chars: int,
-                store_opts: dict[str, Any] | None) -> LoadedSource:
+def _load_files(
+    spec: SourceSpec, loader: FileLoader, base_dir: str, max_chars: int, store_opts: dict[str, Any] | None
+) -> LoadedSource:
     out = LoadedSource(spec.name)
     multi = len(loader.uri) > 1
     offset = 0
@@ -193,15 +219,18 @@ def _load_files(spec: SourceSpec, loader: FileLoader, base_dir: str, max_chars: 
         if fmt == "txt" and spec.prompt_column not in (None, "text"):
             raise SourceError(f"source {spec.name}: {full} is TXT (one prompt per line); drop prompt_column")
         data = fetch(full, store_opts)
-        out.inputs.append({"name": spec.name, "uri": full, "sha256": hashlib.sha256(data).hexdigest(),
-                           "bytes": len(data)})
+        out.inputs.append(
+            {"name": spec.name, "uri": full, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        )
         where = f"source {spec.name} ({full})"
         n_file = last_row = 0
         for raw in read_bytes(data, fmt, where, loader.encoding, loader.json_key):
             n_file += 1
             last_row = raw.row
             # rows of later files continue the numbering so (source, source_row) stays unique
-            add_record(out, spec, RawRow(raw.row + offset, raw.record, raw.error, raw.detail), where, max_chars)
+            add_record(
+                out, spec, RawRow(raw.row + offset, raw.record, raw.error, raw.detail), where, max_chars
+            )
         out.read += n_file
         if multi:
             offset += last_row
@@ -218,13 +247,21 @@ def _load_hf(spec: SourceSpec, loader: HFLoader, max_chars: int) -> LoadedSource
     for split in loader.split:
         where = f"source {spec.name} (hf:{loader.path}/{loader.name or ''}:{split})"
         try:
-            ds = datasets.load_dataset(loader.path, loader.name, split=split, revision=loader.revision,
-                                       **loader.kwargs)
+            ds = datasets.load_dataset(
+                loader.path, loader.name, split=split, revision=loader.revision, **loader.kwargs
+            )
         except Exception as e:
             raise SourceError(f"{where}: cannot load: {type(e).__name__}: {e}") from None
         fp = getattr(ds, "_fingerprint", None) or hashlib.sha256(repr(loader).encode()).hexdigest()
-        out.inputs.append({"name": spec.name, "uri": f"hf://{loader.path}/{loader.name or ''}:{split}",
-                           "sha256": fp, "revision": loader.revision, "rows": len(ds)})
+        out.inputs.append(
+            {
+                "name": spec.name,
+                "uri": f"hf://{loader.path}/{loader.name or ''}:{split}",
+                "sha256": fp,
+                "revision": loader.revision,
+                "rows": len(ds),
+            }
+        )
         for i, rec in enumerate(ds, start=1):
             add_record(out, spec, RawRow(i + offset, rec), where, max_chars)
         out.read += len(ds)
@@ -232,8 +269,9 @@ def _load_hf(spec: SourceSpec, loader: HFLoader, max_chars: int) -> LoadedSource
     return out
 
 
-def load_source(spec: SourceSpec, base_dir: str = ".", max_chars: int = 8000,
-                store_opts: dict[str, Any] | None = None) -> LoadedSource:
+def load_source(
+    spec: SourceSpec, base_dir: str = ".", max_chars: int = 8000, store_opts: dict[str, Any] | None = None
+) -> LoadedSource:
     """Read, filter, sample and validate one source. Raises SourceError if the source is unreadable."""
     if isinstance(spec.loader, FileLoader):
         out = _load_files(spec, spec.loader, base_dir, max_chars, store_opts)
@@ -241,18 +279,28 @@ def load_source(spec: SourceSpec, base_dir: str = ".", max_chars: int = 8000,
         out = _load_hf(spec, spec.loader, max_chars)
     _apply_sample(out, spec)
     if len(out.rows) + len(out.rejects) != out.read:
-        raise AssertionError(f"source {spec.name}: {out.read} rows read but {len(out.rows)} kept + "
-                             f"{len(out.rejects)} rejected")
+        raise AssertionError(
+            f"source {spec.name}: {out.read} rows read but {len(out.rows)} kept + {len(out.rejects)} rejected"
+        )
     return out
 
 
-def source_input_hash(spec: SourceSpec, base_dir: str, store_opts: dict[str, Any] | None = None) -> list[dict]:
+def source_input_hash(
+    spec: SourceSpec, base_dir: str, store_opts: dict[str, Any] | None = None
+) -> list[dict]:
     """Content hashes of a source's inputs without parsing them (for the skip check)."""
     if isinstance(spec.loader, HFLoader):
-        return [{"name": spec.name, "uri": f"hf://{spec.loader.path}", "sha256": hashlib.sha256(
-            spec.loader.model_dump_json().encode()).hexdigest()}]
+        return [
+            {
+                "name": spec.name,
+                "uri": f"hf://{spec.loader.path}",
+                "sha256": hashlib.sha256(spec.loader.model_dump_json().encode()).hexdigest(),
+            }
+        ]
     out = []
     for uri in spec.loader.uri:
         full = resolve_uri(uri, base_dir)
-        out.append({"name": spec.name, "uri": full, "sha256": hashlib.sha256(fetch(full, store_opts)).hexdigest()})
+        out.append(
+            {"name": spec.name, "uri": full, "sha256": hashlib.sha256(fetch(full, store_opts)).hexdigest()}
+        )
     return out

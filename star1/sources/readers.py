@@ -43,7 +43,9 @@ def infer_format(uri: str, declared: str | None) -> str:
     for suffix, fmt in _SUFFIXES.items():
         if low.endswith(suffix) or low.endswith(suffix + ".gz"):
             return fmt
-    raise SourceError(f"{uri}: cannot tell the file format from its name; set loader.format to one of {FORMATS}")
+    raise SourceError(
+        f"{uri}: cannot tell the file format from its name; set loader.format to one of {FORMATS}"
+    )
 
 
 def decode(data: bytes, encoding: str) -> str:
@@ -72,13 +74,17 @@ def read_delimited(text: str, where: str, delimiter: str) -> Iterator[RawRow]:
                 row -= 1
                 continue
             if len(fields) != len(header):
-                yield RawRow(row, error="malformed_row",
-                             detail=f"line {reader.line_num}: expected {len(header)} fields, got {len(fields)}")
+                yield RawRow(
+                    row,
+                    error="malformed_row",
+                    detail=f"line {reader.line_num}: expected {len(header)} fields, got {len(fields)}",
+                )
                 continue
             yield RawRow(row, dict(zip(header, fields, strict=True)))
     except csv.Error as e:
-        raise SourceError(f"{where}: line {reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {e}"
-                          ) from None
+        raise SourceError(
+            f"{where}: line {reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {e}"
+        ) from None
 
 
 def read_jsonl(text: str, where: str) -> Iterator[RawRow]:
@@ -99,10 +105,14 @@ def read_json(text: str, where: str, json_key: str | None) -> Iterator[RawRow]:
     if isinstance(obj, dict):
         if json_key is None:
             lists = [k for k, v in obj.items() if isinstance(v, list)]
-            raise SourceError(f"{where}: JSON file holds an object, not a list; set loader.json_key "
-                              f"(keys holding lists: {lists})")
+            raise SourceError(
+                f"{where}: JSON file holds an object, not a list; set loader.json_key "
+                f"(keys holding lists: {lists})"
+            )
         if not isinstance(obj.get(json_key), list):
-            raise SourceError(f"{where}: JSON key '{json_key}' is missing or not a list (keys: {list(obj)[:20]})")
+            raise SourceError(
+                f"{where}: JSON key '{json_key}' is missing or not a list (keys: {list(obj)[:20]})"
+            )
         obj = obj[json_key]
     if not isinstance(obj, list):
         raise SourceError(f"{where}: JSON top level is {type(obj).__name__}, expected a list")
@@ -127,8 +137,9 @@ def read_parquet(data: bytes, where: str) -> Iterator[RawRow]:
         yield RawRow(i, rec)
 
 
-def read_bytes(data: bytes, fmt: str, where: str, encoding: str = "utf-8",
-               json_key: str | None = None) -> Iterator[RawRow]:
+def read_bytes(
+    data: bytes, fmt: str, where: str, encoding: str = "utf-8", json_key: str | None = None
+) -> Iterator[RawRow]:
     """Dispatch on format. `where` is used in every error message."""
     if data[:2] == b"\x1f\x8b":
         import gzip

@@ -23,13 +23,13 @@ from star1.manifest import (
     fingerprint,
     manifest_path,
     package_versions,
-    read_manifest,
     stable_hash,
     write_manifest,
 )
 from star1.schemas import PROMPT, REJECT, to_table
 from star1.sources import registry
-from star1.sources.load import LoadedSource, load_source, source_input_hash
+from star1.sources.load import LoadedSource
+from star1.stages.base import current_run, invalidate, load_source, source_input_hash
 from star1.stages.dedup_pool import dedup_pool
 from star1.store import Store
 
@@ -70,8 +70,11 @@ def resolve_specs(ccfg: CollectConfig, base_dir: str) -> tuple[list[SourceSpec],
 def stage_params(ccfg: CollectConfig, sources: list[SourceSpec], evals: list[SourceSpec]) -> dict[str, Any]:
     """What decides the output. Execution knobs (actors, batch and block sizes) are left out on purpose."""
     p = ccfg.model_dump(mode="json", exclude={"sources", "eval_sets", "registry", "block_rows", "embedding"})
-    p["embedding"] = {"model": ccfg.embedding.model, "dtype": effective_dtype(ccfg.embedding),
-                      "max_seq_length": ccfg.embedding.max_seq_length}
+    p["embedding"] = {
+        "model": ccfg.embedding.model,
+        "dtype": effective_dtype(ccfg.embedding),
+        "max_seq_length": ccfg.embedding.max_seq_length,
+    }
     p["sources"] = [s.model_dump(mode="json") for s in sources]  # order is part of the params
     p["eval_sets"] = [e.model_dump(mode="json") for e in evals]
     return p
@@ -81,18 +84,30 @@ def stage_params(ccfg: CollectConfig, sources: list[SourceSpec], evals: list[Sou
 
 
 def _cache_dir(spec: SourceSpec, inputs: list[dict[str, Any]], max_chars: int) -> str:
-    key = stable_hash({"spec": spec.model_dump(mode="json"), "inputs": [i["sha256"] for i in inputs],
-                       "max_chars": max_chars, "v": LOAD_VERSION})
+    key = stable_hash(
+        {
+            "spec": spec.model_dump(mode="json"),
+            "inputs": [i["sha256"] for i in inputs],
+            "max_chars": max_chars,
+            "v": LOAD_VERSION,
+        }
+    )
     return f"{STAGE}/_work/sources/{spec.name}-{key[:16]}"
 
 
-def _load_cached(spec: SourceSpec, folder: str, store: Store, base_dir: str, max_chars: int,
-                 store_opts: dict[str, Any]) -> LoadedSource:
+def _load_cached(
+    spec: SourceSpec, folder: str, store: Store, base_dir: str, max_chars: int, store_opts: dict[str, Any]
+) -> LoadedSource:
     """Load a source, reusing (or writing) its cached copy in the store; `meta.json` marks it complete."""
     if store.exists(f"{folder}/meta.json"):
         meta = store.read_json(f"{folder}/meta.json")
-        return LoadedSource(spec.name, store.read_table(f"{folder}/rows.parquet").to_pylist(),
-                            store.read_table(f"{folder}/rejects.parquet").to_pylist(), meta["inputs"], meta["read"])
+        return LoadedSource(
+            spec.name,
+            store.read_table(f"{folder}/rows.parquet").to_pylist(),
+            store.read_table(f"{folder}/rejects.parquet").to_pylist(),
+            meta["inputs"],
+            meta["read"],
+        )
     out = load_source(spec, base_dir, max_chars, store_opts)
     store.write_table(f"{folder}/rows.parquet", to_table(out.rows, PROMPT))
     store.write_table(f"{folder}/rejects.parquet", to_table(out.rejects, REJECT))
@@ -100,32 +115,54 @@ def _load_cached(spec: SourceSpec, folder: str, store: Store, base_dir: str, max
     return out
 
 
-def _load_remote(spec_json: dict, folder: str, store_uri: str, store_opts: dict, base_dir: str,
-                 max_chars: int) -> str:
+def _load_remote(
+    spec_json: dict, folder: str, store_uri: str, store_opts: dict, base_dir: str, max_chars: int
+) -> str:
     spec = SourceSpec.model_validate(spec_json)
     _load_cached(spec, folder, Store.from_uri(store_uri, **store_opts), base_dir, max_chars, store_opts)
     return folder
 
 
-def load_all(specs: list[SourceSpec], inputs: dict[str, list[dict]], ccfg: CollectConfig, store: Store,
-             base_dir: str, store_opts: dict[str, Any], use_ray: bool) -> list[LoadedSource]:
+def load_all(
+    specs: list[SourceSpec],
+    inputs: dict[str, list[dict]],
+    ccfg: CollectConfig,
+    store: Store,
+    base_dir: str,
+    store_opts: dict[str, Any],
+    use_ray: bool,
+) -> list[LoadedSource]:
     folders = [_cache_dir(s, inputs[s.name], ccfg.max_prompt_chars) for s in specs]
     todo = [(s, f) for s, f in zip(specs, folders, strict=True) if not store.exists(f"{f}/meta.json")]
     if todo and use_ray:
         import ray
 
         task = ray.remote(num_cpus=0.5, max_retries=2)(_load_remote)
-        ray.get([task.remote(s.model_dump(mode="json"), f, store.uri, store_opts, base_dir, ccfg.max_prompt_chars)
-                 for s, f in todo])
-    return [_load_cached(s, f, store, base_dir, ccfg.max_prompt_chars, store_opts)
-            for s, f in zip(specs, folders, strict=True)]
+        ray.get(
+            [
+                task.remote(
+                    s.model_dump(mode="json"), f, store.uri, store_opts, base_dir, ccfg.max_prompt_chars
+                )
+                for s, f in todo
+            ]
+        )
+    return [
+        _load_cached(s, f, store, base_dir, ccfg.max_prompt_chars, store_opts)
+        for s, f in zip(specs, folders, strict=True)
+    ]
 
 
 # --------------------------------------------------------------------------- the stage
 
 
-def run_collect(cfg: Star1Config, store: Store, force: bool = False, use_ray: bool = True,
-                log: LogFn = print, progress: ProgressFn | None = None) -> CollectResult:
+def run_collect(
+    cfg: Star1Config,
+    store: Store,
+    force: bool = False,
+    use_ray: bool = True,
+    log: LogFn = print,
+    progress: ProgressFn | None = None,
+) -> CollectResult:
     if cfg.collect is None:
         raise ConfigError("config has no 'collect' section")
     ccfg, base_dir = cfg.collect, cfg.base_dir
@@ -138,12 +175,11 @@ def run_collect(cfg: Star1Config, store: Store, force: bool = False, use_ray: bo
     inputs = {s.name: source_input_hash(s, base_dir, store_opts) for s in [*sources, *evals]}
     flat_inputs = [i for s in [*sources, *evals] for i in inputs[s.name]]
     fp = fingerprint(STAGE, ALGORITHM, params, flat_inputs)
-    previous = read_manifest(store, STAGE)
-    if previous and previous.fingerprint == fp and not force and all(store.exists(p) for p in OUTPUTS.values()):
+    previous = current_run(store, STAGE, fp, list(OUTPUTS.values()), force)
+    if previous is not None:
         log(f"collect: up to date ({store.url(manifest_path(STAGE))}); use --force to redo")
         return CollectResult(True, previous, store)
-    if store.exists(manifest_path(STAGE)):
-        store.delete(manifest_path(STAGE))  # outputs are about to change: invalidate first
+    invalidate(store, STAGE)
     if use_ray:
         from star1.ray_utils import init_ray
 
@@ -156,12 +192,22 @@ def run_collect(cfg: Star1Config, store: Store, force: bool = False, use_ray: bo
     for src in loaded:
         log(f"loaded {src.name}: {src.read} rows, {len(src.rows)} valid, {len(src.rejects)} rejected")
 
-    usage = {"embedding_model": ccfg.embedding.model, "embedding_dtype": effective_dtype(ccfg.embedding),
-             "texts_embedded": 0, "texts_from_cache": 0}
+    usage = {
+        "embedding_model": ccfg.embedding.model,
+        "embedding_dtype": effective_dtype(ccfg.embedding),
+        "texts_embedded": 0,
+        "texts_from_cache": 0,
+    }
 
     def embed(texts: list[str]) -> Any:
-        emb, stats = embed_texts(texts, ccfg.embedding, store, store_opts, use_ray,
-                                 progress=(lambda d, n: progress("embedding chunks", d, n)) if progress else None)
+        emb, stats = embed_texts(
+            texts,
+            ccfg.embedding,
+            store,
+            store_opts,
+            use_ray,
+            progress=(lambda d, n: progress("embedding chunks", d, n)) if progress else None,
+        )
         usage["texts_embedded"] += stats["computed"]
         usage["texts_from_cache"] += stats["cached"]
         return emb
@@ -184,18 +230,32 @@ def run_collect(cfg: Star1Config, store: Store, force: bool = False, use_ray: bo
     timings["total"] = round(time.perf_counter() - t_start, 3)
 
     manifest = Manifest(
-        stage=STAGE, fingerprint=fp, params=params, params_hash=stable_hash(params), inputs=flat_inputs,
-        outputs={k: {"uri": store.url(v), "rows": t.num_rows}
-                 for (k, v), t in zip(OUTPUTS.items(), (pool_t, rej_t, eval_t), strict=True)},
-        counts=counts, timings=timings, usage=usage, code=code_info(ALGORITHM), packages=package_versions(),
+        stage=STAGE,
+        fingerprint=fp,
+        params=params,
+        params_hash=stable_hash(params),
+        inputs=flat_inputs,
+        outputs={
+            k: {"uri": store.url(v), "rows": t.num_rows}
+            for (k, v), t in zip(OUTPUTS.items(), (pool_t, rej_t, eval_t), strict=True)
+        },
+        counts=counts,
+        timings=timings,
+        usage=usage,
+        code=code_info(ALGORITHM),
+        packages=package_versions(),
     )
     write_manifest(store, manifest)
-    log(f"collect: {counts['total']['read']} rows in → {counts['total']['kept']} kept, "
-        f"{counts['total']['rejected']} rejected ({store.url(OUTPUTS['pool'])})")
+    log(
+        f"collect: {counts['total']['read']} rows in → {counts['total']['kept']} kept, "
+        f"{counts['total']['rejected']} rejected ({store.url(OUTPUTS['pool'])})"
+    )
     return CollectResult(False, manifest, store)
 
 
-def _counts(loaded: list[LoadedSource], evals: list[LoadedSource], kept: list[dict], rejects: list[dict]) -> dict:
+def _counts(
+    loaded: list[LoadedSource], evals: list[LoadedSource], kept: list[dict], rejects: list[dict]
+) -> dict:
     kept_by = Counter(r["source"] for r in kept)
     rej_by: dict[str, Counter] = {s.name: Counter() for s in loaded}
     for r in rejects:
@@ -204,13 +264,22 @@ def _counts(loaded: list[LoadedSource], evals: list[LoadedSource], kept: list[di
     for s in loaded:
         n_rej = sum(rej_by[s.name].values())
         if s.read != kept_by[s.name] + n_rej:
-            raise AssertionError(f"accounting broken for {s.name}: read {s.read} != kept {kept_by[s.name]} "
-                                 f"+ rejected {n_rej}")
-        per_source[s.name] = {"read": s.read, "kept": kept_by[s.name], "rejected": dict(sorted(rej_by[s.name].items()))}
+            raise AssertionError(
+                f"accounting broken for {s.name}: read {s.read} != kept {kept_by[s.name]} + rejected {n_rej}"
+            )
+        per_source[s.name] = {
+            "read": s.read,
+            "kept": kept_by[s.name],
+            "rejected": dict(sorted(rej_by[s.name].items())),
+        }
     rules = Counter(r["rule"] for r in rejects)
     total = {"read": sum(s.read for s in loaded), "kept": len(kept), "rejected": len(rejects)}
-    return {"total": total, "sources": per_source, "rules": dict(sorted(rules.items())),
-            "eval_sets": {e.name: {"read": e.read, "prompts": len(e.rows)} for e in evals}}
+    return {
+        "total": total,
+        "sources": per_source,
+        "rules": dict(sorted(rules.items())),
+        "eval_sets": {e.name: {"read": e.read, "prompts": len(e.rows)} for e in evals},
+    }
 
 
 def explain(store: Store, prompt_id: str) -> dict[str, Any]:
@@ -223,13 +292,20 @@ def explain(store: Store, prompt_id: str) -> dict[str, Any]:
 
     if not store.exists(manifest_path(STAGE)):
         raise FileNotFoundError(f"no finished collect run in {store.uri}")
-    found: dict[str, Any] = {"id": prompt_id, "kept": rows("pool", "id", prompt_id),
-                             "rejected": rows("rejects", "id", prompt_id),
-                             "eval": rows("eval_prompts", "id", prompt_id),
-                             "knocked_out": rows("rejects", "collided_with_id", prompt_id)}
+    found: dict[str, Any] = {
+        "id": prompt_id,
+        "kept": rows("pool", "id", prompt_id),
+        "rejected": rows("rejects", "id", prompt_id),
+        "eval": rows("eval_prompts", "id", prompt_id),
+        "knocked_out": rows("rejects", "collided_with_id", prompt_id),
+    }
     for rec in found["rejected"]:
         other = rec.get("collided_with_id")
         if other:
-            rec["collided_with"] = (rows("pool", "id", other) or rows("rejects", "id", other)
-                                    or rows("eval_prompts", "id", other) or [None])[0]
+            rec["collided_with"] = (
+                rows("pool", "id", other)
+                or rows("rejects", "id", other)
+                or rows("eval_prompts", "id", other)
+                or [None]
+            )[0]
     return found

@@ -60,8 +60,16 @@ class _Pool:
     def drop(self, i: int, rule: str, ref: int, detail: str, sim: float | None = None) -> None:
         row, other = self.rows[i], self.ref_row(ref)
         self.alive[i] = False
-        self.rejects.append({**row, "rule": rule, "detail": detail, "collided_with_id": other["id"],
-                             "collided_with_source": other["source"], "similarity": sim})
+        self.rejects.append(
+            {
+                **row,
+                "rule": rule,
+                "detail": detail,
+                "collided_with_id": other["id"],
+                "collided_with_source": other["source"],
+                "similarity": sim,
+            }
+        )
 
 
 def dedup_pool(
@@ -105,8 +113,13 @@ def dedup_pool(
     index = SparseIndex(X_rows[alive], rank, cfg.tfidf_threshold)
     pairs = sparse_pairs(index, index, cfg.tfidf_threshold, cfg.block_rows, upper_only=True)
     for q, (i, sim) in greedy_keep_first(len(alive), pairs).items():
-        pool.drop(int(alive[q]), "tfidf_self_dup", int(alive[i]),
-                  f"TF-IDF cosine {sim:.3f} ≥ {cfg.tfidf_threshold} to an earlier kept prompt", sim)
+        pool.drop(
+            int(alive[q]),
+            "tfidf_self_dup",
+            int(alive[i]),
+            f"TF-IDF cosine {sim:.3f} ≥ {cfg.tfidf_threshold} to an earlier kept prompt",
+            sim,
+        )
     timings["tfidf_self"] = time.perf_counter() - t0
     log(f"global TF-IDF self-dedup: {len(alive)} → {int(pool.alive.sum())}")
 
@@ -120,15 +133,25 @@ def dedup_pool(
     pairs = dense_pairs(emb, emb, cfg.embed_threshold, cfg.block_rows, upper_only=True)
     dropped = greedy_keep_first(len(alive), pairs)
     for q, (i, sim) in dropped.items():
-        pool.drop(int(alive[q]), "embedding_self_dup", int(alive[i]),
-                  f"embedding cosine {sim:.3f} ≥ {cfg.embed_threshold} to an earlier kept prompt", sim)
+        pool.drop(
+            int(alive[q]),
+            "embedding_self_dup",
+            int(alive[i]),
+            f"embedding cosine {sim:.3f} ≥ {cfg.embed_threshold} to an earlier kept prompt",
+            sim,
+        )
     log(f"embedding self-dedup: {len(alive)} → {len(alive) - len(dropped)}")
     if eval_emb is not None:
         keep_local = np.array([q for q in range(len(alive)) if q not in dropped], dtype=np.int64)
         pairs = dense_pairs(emb[keep_local], eval_emb, cfg.embed_decontam_threshold, cfg.block_rows)
         for q, (k, sim) in best_match(pairs).items():
-            pool.drop(int(alive[keep_local[q]]), "embedding_eval_overlap", -(k + 1),
-                      f"embedding cosine {sim:.3f} ≥ {cfg.embed_decontam_threshold} to an eval prompt", sim)
+            pool.drop(
+                int(alive[keep_local[q]]),
+                "embedding_eval_overlap",
+                -(k + 1),
+                f"embedding cosine {sim:.3f} ≥ {cfg.embed_decontam_threshold} to an eval prompt",
+                sim,
+            )
     timings["embed_search"] = time.perf_counter() - t0
 
     counts = {r: 0 for r in RULES}
@@ -138,27 +161,45 @@ def dedup_pool(
     return DedupResult(kept, pool.rejects, counts, {k: round(v, 3) for k, v in timings.items()})
 
 
-def _per_source(pool: _Pool, idx: np.ndarray, spec: SourceSpec, cfg: CollectConfig, grams: NgramIndex,
-                pieces: list[tuple[SparseIndex, np.ndarray]], X_rows: Any, rank: np.ndarray) -> np.ndarray:
+def _per_source(
+    pool: _Pool,
+    idx: np.ndarray,
+    spec: SourceSpec,
+    cfg: CollectConfig,
+    grams: NgramIndex,
+    pieces: list[tuple[SparseIndex, np.ndarray]],
+    X_rows: Any,
+    rank: np.ndarray,
+) -> np.ndarray:
     first: dict[str, int] = {}
     for i in idx:
         rid = pool.rows[i]["id"]
         if rid in first:
-            pool.drop(int(i), "exact_duplicate", first[rid], "same normalised prompt earlier in this source", 1.0)
+            pool.drop(
+                int(i), "exact_duplicate", first[rid], "same normalised prompt earlier in this source", 1.0
+            )
         else:
             first[rid] = int(i)
     alive = idx[pool.alive[idx]]
 
     for q, j in self_dedup([pool.rows[i]["prompt"] for i in alive], spec.ngram).items():
-        pool.drop(int(alive[q]), "ngram_self_dup", int(alive[j]),
-                  f"shares a word {spec.ngram}-gram with an earlier kept prompt of this source")
+        pool.drop(
+            int(alive[q]),
+            "ngram_self_dup",
+            int(alive[j]),
+            f"shares a word {spec.ngram}-gram with an earlier kept prompt of this source",
+        )
     alive = idx[pool.alive[idx]]
 
     for i in alive:
         who = grams.match(pool.rows[i]["prompt"])
         if who is not None:
-            pool.drop(int(i), "ngram_overlap", who,
-                      f"shares a word {cfg.decontam_ngram}-gram with an eval prompt or an earlier source")
+            pool.drop(
+                int(i),
+                "ngram_overlap",
+                who,
+                f"shares a word {cfg.decontam_ngram}-gram with an eval prompt or an earlier source",
+            )
     alive = idx[pool.alive[idx]]
     if not len(alive) or not pieces:
         return alive
@@ -166,10 +207,17 @@ def _per_source(pool: _Pool, idx: np.ndarray, spec: SourceSpec, cfg: CollectConf
     query = SparseIndex(X_rows[alive], rank, cfg.tfidf_threshold)
     best: dict[int, tuple[int, float]] = {}
     for piece, refs in pieces:
-        for q, (k, sim) in best_match(sparse_pairs(query, piece, cfg.tfidf_threshold, cfg.block_rows)).items():
+        for q, (k, sim) in best_match(
+            sparse_pairs(query, piece, cfg.tfidf_threshold, cfg.block_rows)
+        ).items():
             if q not in best or sim > best[q][1]:
                 best[q] = (int(refs[k]), sim)
     for q, (ref, sim) in sorted(best.items()):
-        pool.drop(int(alive[q]), "tfidf_overlap", ref,
-                  f"TF-IDF cosine {sim:.3f} ≥ {cfg.tfidf_threshold} to an eval prompt or an earlier source", sim)
+        pool.drop(
+            int(alive[q]),
+            "tfidf_overlap",
+            ref,
+            f"TF-IDF cosine {sim:.3f} ≥ {cfg.tfidf_threshold} to an eval prompt or an earlier source",
+            sim,
+        )
     return idx[pool.alive[idx]]

@@ -1,0 +1,50 @@
+"""`star1 pipeline`: every stage in order, each skipped when its manifest is current."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from star1.config import Star1Config
+from star1.stages.collect import run_collect
+from star1.stages.curate import run_model_stage, run_select
+from star1.stages.export import run_export
+from star1.store import Store
+
+CURATE = ("classify", "generate", "score")
+BENIGN = ("benign_rewrite", "benign_generate", "benign_score")
+
+
+def stage_names(cfg: Star1Config) -> list[str]:
+    names = (["collect"] if cfg.collect is not None else []) + [*CURATE, "select"]
+    return names + ([*BENIGN] if cfg.curate.benign else []) + ["export"]
+
+
+def run_stage(
+    name: str,
+    cfg: Star1Config,
+    store: Store,
+    force: bool,
+    use_ray: bool,
+    log: Callable[[str], None],
+    progress: Any = None,
+) -> Any:
+    if name == "collect":
+        return run_collect(cfg, store, force=force, use_ray=use_ray, log=log, progress=progress)
+    if name == "select":
+        return run_select(cfg, store, force=force, log=log)
+    if name == "export":
+        return run_export(cfg, store, force=force, log=log)
+    return run_model_stage(name, cfg, store, force=force, use_ray=use_ray, log=log)
+
+
+def run_pipeline(
+    cfg: Star1Config,
+    store: Store,
+    force: bool = False,
+    use_ray: bool = True,
+    log: Callable[[str], None] = print,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run all stages; `force` redoes every stage (upstream changes already invalidate downstream ones)."""
+    return {name: run_stage(name, cfg, store, force, use_ray, log, progress) for name in stage_names(cfg)}
