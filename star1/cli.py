@@ -16,7 +16,7 @@ from star1.sources.readers import SourceError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="STAR-1-style safety data, on Ray.")
 console = Console(stderr=True)
-DEMO_CONFIG = Path(__file__).parent / "data" / "demo" / "collect.yaml"
+DEMO_CONFIG = Path(__file__).parent / "data" / "demo" / "demo.yaml"
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="run config YAML (default: bundled demo)")
@@ -111,20 +111,17 @@ def collect(
 
 def _run_stages(names: list[str], config: Path | None, set_: list[str] | None, force: bool) -> dict:
     from star1.llm.client import LLMCallError
-    from star1.stages.pipeline import run_stage
+    from star1.stages.pipeline import run_stages
 
     cfg = _config(config, set_)
     store = _store(cfg)
-    results = {}
     try:
-        for name in names:
-            results[name] = run_stage(
-                name, cfg, store, force, cfg.ray.enabled, lambda m: console.print(m, highlight=False)
-            )
-    except (SourceError, ConfigError, FileNotFoundError, LLMCallError) as e:
+        return run_stages(
+            names, cfg, store, force, cfg.ray.enabled, lambda m: console.print(m, highlight=False)
+        )
+    except (SourceError, ConfigError, FileNotFoundError, LLMCallError, RuntimeError, TimeoutError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
-    return results
 
 
 def _stage_command(name: str, doc: str) -> None:

@@ -164,8 +164,9 @@ class SamplingConfig(_Strict):
 class RoleConfig(_Strict):
     """An OpenAI-compatible endpoint used for one role (classifier, generator, judge, rewriter)."""
 
-    base_url: str = Field(description="e.g. https://api.openai.com/v1 or http://vllm:8000/v1")
+    base_url: str = Field(description="e.g. https://api.openai.com/v1, http://vllm:8000/v1, or 'local'")
     model: str
+    endpoint_id: str | None = Field(None, description="identity for caching (default: base_url)")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="env var holding the key (never the key)")
     api_key_file: str | None = Field(None, description="file holding the key, e.g. a mounted k8s Secret")
     timeout_s: float = Field(300.0, gt=0)
@@ -186,7 +187,25 @@ class RoleConfig(_Strict):
         ) / 1e6
 
 
+LOCAL = "local"  # base_url of a role served by the local model server star1 starts itself
+
+
+class LocalModelConfig(_Strict):
+    """The local OpenAI-compatible server star1 starts for roles whose base_url is 'local'."""
+
+    served_name: str = "smollm2"
+    model_dir: str | None = Field(
+        None, description="HF model folder; default: SmolLM2-135M-Instruct from GGUF"
+    )
+    port: int | None = Field(None, gt=0, lt=65536, description="default: a free port")
+    max_model_len: int = Field(2048, gt=0)
+    startup_timeout_s: float = Field(300.0, gt=0)
+
+
 GENERATOR_SAMPLING = {"temperature": 0.6, "top_p": 0.7, "max_tokens": 8000}  # paper §2.3
+
+
+ROLES = ("classifier", "generator", "judge", "rewriter")
 
 
 class LLMConfig(_Strict):
@@ -196,6 +215,7 @@ class LLMConfig(_Strict):
     generator: RoleConfig | None = None
     judge: RoleConfig | None = None
     rewriter: RoleConfig | None = None
+    local: LocalModelConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -205,6 +225,13 @@ class LLMConfig(_Strict):
             gen["sampling"] = {**GENERATOR_SAMPLING, **(gen.get("sampling") or {})}
             data = {**data, "generator": gen}
         return data
+
+    @model_validator(mode="after")
+    def _local_is_configured(self) -> LLMConfig:
+        uses_local = [r for r in ROLES if (c := getattr(self, r)) is not None and c.base_url == LOCAL]
+        if uses_local and self.local is None:
+            raise ValueError(f"roles {uses_local} use base_url 'local' but llm.local is not set")
+        return self
 
     def role(self, name: str) -> RoleConfig:
         cfg = getattr(self, name, None)

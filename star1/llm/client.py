@@ -160,7 +160,12 @@ class LLMClient:
 
     def key(self, messages: list[dict[str, str]], response_format: dict | None) -> str:
         return request_key(
-            self.cfg.base_url, self.cfg.model, messages, self._sampling, response_format, self.template_hash
+            self.cfg.endpoint_id or self.cfg.base_url,
+            self.cfg.model,
+            messages,
+            self._sampling,
+            response_format,
+            self.template_hash,
         )
 
     async def chat(self, messages: list[dict[str, str]], response_format: dict | None = None) -> Completion:

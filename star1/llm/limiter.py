@@ -3,7 +3,9 @@
 The limiter hands out *reservations*: a caller asks for a slot (and its token estimate) and is told how long
 to wait before sending. Grants are spaced so that no window ever holds more than its limit — a sliding
 60-second window for requests and tokens per minute (bursts allowed, as most providers count) and, if set, a
-strict rolling per-second window. A 429 with Retry-After pauses every caller until then. One limiter lives
+strict rolling per-second window. A 429 with Retry-After pauses every caller until then and widens the
+spacing a little (clock skew and network jitter make the provider see bursts the limiter did not grant);
+the spacing relaxes again after a run of grants without 429s. One limiter lives
 in a named Ray actor per endpoint, so all Ray workers share it; without Ray the same class runs in-process.
 """
 
@@ -31,7 +33,7 @@ class _Window:
     """Grants (times and weights) in a rolling window of `span` seconds holding at most `limit` weight."""
 
     def __init__(self, limit: int, span: float) -> None:
-        self.limit, self.span = limit, span
+        self.limit, self.base_span, self.span = limit, span, span
         self.times: deque[float] = deque()
         self.weights: deque[int] = deque()
         self.total = 0
@@ -80,6 +82,8 @@ class RateLimiter:
         self.paused_until = 0.0
         self.granted = 0
         self.penalties = 0
+        self.slowdown = 1.0  # multiplies every window's span; grows on 429s, decays on clean grants
+        self._clean = 0
 
     def reserve(self, tokens: int = 0) -> float:
         now = self.clock()
@@ -96,15 +100,24 @@ class RateLimiter:
         for w, is_tok in self.windows:
             w.add(t, tokens if is_tok else 1)
         self.granted += 1
+        self._clean += 1
+        if self._clean >= 100 and self.slowdown > 1.0:
+            self._set_slowdown(self.slowdown / 1.02)
         return max(0.0, t - now)
+
+    def _set_slowdown(self, value: float) -> None:
+        self.slowdown, self._clean = min(max(value, 1.0), 1.5), 0
+        for w, _ in self.windows:
+            w.span = w.base_span * self.slowdown
 
     def penalize(self, retry_after: float) -> None:
         """The provider said 429: nobody sends before now + retry_after."""
         self.penalties += 1
         self.paused_until = max(self.paused_until, self.clock() + max(0.0, retry_after))
+        self._set_slowdown(self.slowdown * 1.05)
 
     def stats(self) -> dict[str, float]:
-        return {"granted": self.granted, "penalties": self.penalties}
+        return {"granted": self.granted, "penalties": self.penalties, "slowdown": round(self.slowdown, 3)}
 
 
 class LimiterActor:

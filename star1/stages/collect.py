@@ -28,8 +28,8 @@ from star1.manifest import (
 )
 from star1.schemas import PROMPT, REJECT, to_table
 from star1.sources import registry
-from star1.sources.load import LoadedSource
-from star1.stages.base import current_run, invalidate, load_source, source_input_hash
+from star1.sources.load import LoadedSource, load_source, source_input_hash
+from star1.stages.base import current_run, invalidate
 from star1.stages.dedup_pool import dedup_pool
 from star1.store import Store
 

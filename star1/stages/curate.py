@@ -127,9 +127,10 @@ def run_model_stage(
     task = TASKS[stage]()
     role_cfg = cfg.llm.role(task.role)
     inputs = [input_entry(store, input_rel)]
+    exclude = EXECUTION_ONLY | ({"base_url"} if role_cfg.endpoint_id else set())
     params = {
         "role": task.role,
-        "endpoint": role_cfg.model_dump(mode="json", exclude=EXECUTION_ONLY),
+        "endpoint": role_cfg.model_dump(mode="json", exclude=exclude),
         "template_hash": task.template_hash(),
     }
     fp = fingerprint(stage, ALGORITHM, params, inputs)

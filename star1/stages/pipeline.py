@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from star1.config import Star1Config
@@ -38,6 +39,26 @@ def run_stage(
     return run_model_stage(name, cfg, store, force=force, use_ray=use_ray, log=log)
 
 
+def run_stages(
+    names: list[str],
+    cfg: Star1Config,
+    store: Store,
+    force: bool = False,
+    use_ray: bool = True,
+    log: Callable[[str], None] = print,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Run stages in order, starting the local model server first if a model stage needs it."""
+    from star1.llm.local_server import serving
+
+    results: dict[str, Any] = {}
+    needs_model = any(n not in ("collect", "select", "export") for n in names)
+    with serving(cfg) if needs_model else nullcontext(cfg) as live:
+        for name in names:
+            results[name] = run_stage(name, live, store, force, use_ray, log, progress)
+    return results
+
+
 def run_pipeline(
     cfg: Star1Config,
     store: Store,
@@ -47,4 +68,4 @@ def run_pipeline(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Run all stages; `force` redoes every stage (upstream changes already invalidate downstream ones)."""
-    return {name: run_stage(name, cfg, store, force, use_ray, log, progress) for name in stage_names(cfg)}
+    return run_stages(stage_names(cfg), cfg, store, force, use_ray, log, progress)
