@@ -2,6 +2,7 @@
 VENV ?= .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export STAR1_CACHE ?= $(CURDIR)/.cache/star1
 
 .PHONY: setup run test lint bench-collect clean
 
@@ -9,7 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 run: setup
-	star1 collect
+	star1 pipeline
 
 test: setup
 	python -m pytest -q

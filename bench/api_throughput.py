@@ -144,6 +144,55 @@ def run_plain(n: int, window: str, p500: float, latency: float, concurrency: int
     }
 
 
+def run_distilabel(python: str, n: int, window: str, p500: float, latency: float) -> dict:
+    """distilabel's OpenAILLM (in its own virtualenv) on the same workload and server."""
+    import subprocess
+
+    faults = Faults(
+        latency_s=latency,
+        p500=p500,
+        rpm=LIMIT_RPM if window == "sliding" else None,
+        rps=LIMIT_RPM // 60 if window == "strict" else None,
+    )
+    with FakeLLMServer({"classifier-m": classifier}, faults) as srv:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [
+                python,
+                str(ROOT / "bench" / "distilabel_side.py"),
+                "--base-url",
+                srv.base_url,
+                "--prompts",
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        wall = time.perf_counter() - t0
+        stats = dict(srv.stats)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+    res = json.loads(lines[-1]) if lines else {"ok": 0, "wall_s": wall, "out_rows": 0}
+    ok = res["ok"]
+    return {
+        "client": "distilabel",
+        "window": window,
+        "workers": 1,
+        "p500": p500,
+        "rows": n,
+        "ok": ok,
+        "rejected": 0,
+        "lost": n - ok,
+        "wall_s": res["wall_s"],
+        "req_per_s": round(ok / res["wall_s"], 2),
+        "ceiling_frac": round(ok / res["wall_s"] / (LIMIT_RPM / 60), 3),
+        "optimal_ratio": round(res["wall_s"] / optimal_finish(n, latency, window, 50), 3),
+        "429_per_success": round(stats.get("429", 0) / max(ok, 1), 4),
+        "server": stats,
+        "error": proc.stderr[-500:] if proc.returncode else None,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=2000)
@@ -153,6 +202,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.25)
     ap.add_argument("--concurrency", type=int, default=32, help="in-flight requests per worker")
     ap.add_argument("--baseline", action="store_true", help="also run a plain asyncio client")
+    ap.add_argument("--distilabel", metavar="PYTHON", help="python of a virtualenv with distilabel[openai]")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -174,6 +224,8 @@ def main() -> None:
             ]
             if args.baseline:
                 runs.append(run_plain(args.prompts, window, p500, args.latency, args.concurrency))
+            if args.distilabel:
+                runs.append(run_distilabel(args.distilabel, args.prompts, window, p500, args.latency))
             for r in runs:
                 results.append(r)
                 print(

