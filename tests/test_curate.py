@@ -99,10 +99,19 @@ def test_pipeline_accounting_and_reasons(server, tmp_path):
         == {"Content_Safety_Compliance", "Relevancy_and_No_Redundant_Content", "Accuracy_of_Thinking_Process"}
         for r in scored
     )
-    # usage adds up and the injected faults were survived by retries
+    # usage adds up exactly: every request the server saw is accounted to one stage's role
+    total = sum(
+        r.manifest.usage[role]["requests"]
+        for r, role in (
+            (res["classify"], "classifier"),
+            (res["generate"], "generator"),
+            (res["score"], "judge"),
+        )
+    )
+    assert total == server.stats["requests"]
     u = res["classify"].manifest.usage["classifier"]
-    assert u["requests"] >= 12 + 1 + 2 and u["prompt_tokens"] > 0
-    assert server.stats["429"] + server.stats["500"] > 0
+    assert u["prompt_tokens"] > 0 and u["retries"] > 0
+    assert server.stats["429"] + server.stats["500"] > 0  # injected faults, survived by retries
 
 
 def test_rerun_is_skipped_and_killed_runs_reuse_the_cache(server, tmp_path):

@@ -13,7 +13,7 @@ from typing import Any
 
 from star1.config import RoleConfig
 from star1.llm.cache import ResponseCache
-from star1.llm.client import LLMCallError, LLMClient, LocalLimiter, RayLimiter
+from star1.llm.client import Completion, LLMCallError, LLMClient, LocalLimiter, RayLimiter
 from star1.llm.limiter import Limits, shared_limiter
 from star1.llm.parse import ParseError
 from star1.manifest import stable_hash
@@ -32,14 +32,32 @@ def response_format(ask: Ask, cfg: RoleConfig) -> dict[str, Any] | None:
 
 
 async def process_row(task: Task, row: dict[str, Any], client: LLMClient) -> dict[str, Any]:
-    before = client.usage.as_dict()
     out = dict(row)
+    stats = {f: 0 for f in STAT_FIELDS}  # this row's own calls only (rows of a batch run concurrently)
+
+    async def call(messages: list[dict[str, str]], fmt: dict | None) -> Completion:
+        try:
+            done = await client.chat(messages, fmt)
+        except LLMCallError as e:
+            stats["_requests"] += e.attempts
+            stats["_retries"] += e.attempts - 1
+            raise
+        if done.cached:
+            stats["_cache_hits"] += 1
+        else:
+            stats["_requests"] += done.attempts
+            stats["_retries"] += done.attempts - 1
+            stats["_prompt_tokens"] += done.prompt_tokens
+            stats["_completion_tokens"] += done.completion_tokens
+            stats["_cost_usd"] += client.cfg.cost(done.prompt_tokens, done.completion_tokens)
+        return done
+
     try:
         ask = task.ask(row)
         messages = list(ask.messages)
         fmt = response_format(ask, client.cfg)
         for attempt in range(client.cfg.reasks + 1):
-            done = await client.chat(messages, fmt)
+            done = await call(messages, fmt)
             if ask.require_stop and done.finish_reason != "stop":
                 raise Reject("truncated", f"finish_reason={done.finish_reason!r}")
             try:
@@ -48,14 +66,11 @@ async def process_row(task: Task, row: dict[str, Any], client: LLMClient) -> dic
             except ParseError as e:
                 if attempt == client.cfg.reasks:
                     raise Reject("unparseable", f"{e}; last output: {done.text[:300]!r}") from None
+                retry = f"Your reply could not be used ({e}). Reply again with {task.format_hint}."
                 messages = [
                     *messages,
                     {"role": "assistant", "content": done.text},
-                    {
-                        "role": "user",
-                        "content": f"Your reply could not be used ({e}). "
-                        f"Reply again with {task.format_hint}.",
-                    },
+                    {"role": "user", "content": retry},
                 ]
     except Reject as r:
         out["_reject"], out["_detail"] = r.reason, r.detail
@@ -63,10 +78,7 @@ async def process_row(task: Task, row: dict[str, Any], client: LLMClient) -> dic
         out["_reject"], out["_detail"] = "unparseable_input", str(e)
     except LLMCallError as e:
         out["_reject"], out["_detail"] = e.reason, str(e)
-    after = client.usage.as_dict()
-    for f in STAT_FIELDS:
-        key = f[1:]
-        out[f] = after[key] - before[key]
+    out.update(stats)
     return out
 
 
