@@ -1,6 +1,6 @@
 """Ray job entrypoint for the whole curation pipeline (collect → … → export).
 
-    ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/pipeline.py --config run.yaml
+ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/pipeline.py --config run.yaml
 """
 
 from __future__ import annotations

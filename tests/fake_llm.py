@@ -56,6 +56,9 @@ class FakeLLMServer:
         self.stats: Counter[str] = Counter()
         self.prompts: Counter[str] = Counter()  # successful completions per last user message
         self.attempts: Counter[str] = Counter()  # requests per plan marker
+        self.first_request: float | None = None  # time.time() of the first request, last success
+        self.last_ok: float | None = None
+        self.limited_at: list[float] = []  # time.time() of each enforced-limit 429
         self._window60: deque[float] = deque()
         self._window1: deque[float] = deque()
         self._lock = threading.Lock()
@@ -166,6 +169,8 @@ class FakeLLMServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
+        if self.first_request is None:
+            self.first_request = time.time()
         try:
             body = await request.json()
             last = body["messages"][-1]["content"]
@@ -176,6 +181,7 @@ class FakeLLMServer:
         if wait is not None:
             self.stats["429"] += 1
             self.stats["429_enforced"] += 1
+            self.limited_at.append(time.time())
             return self._too_many(wait)
         fault = self._planned(last) or self._random_fault()
         if self.faults.latency_s:
@@ -201,6 +207,7 @@ class FakeLLMServer:
         if fault == "truncated":
             content, finish = content[: max(1, len(content) // 3)], "length"
         self.stats["ok"] += 1
+        self.last_ok = time.time()
         with self._lock:
             self.prompts[last] += 1
         n_in = sum(len(m.get("content") or "") for m in body["messages"]) // 4

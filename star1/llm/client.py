@@ -66,7 +66,7 @@ class Usage:
 
 
 class Limiter(Protocol):
-    async def reserve(self, tokens: int) -> float: ...
+    async def reserve_at(self, tokens: int) -> float: ...
     async def penalize(self, retry_after: float) -> None: ...
 
 
@@ -74,8 +74,8 @@ class LocalLimiter:
     def __init__(self, limits: Limits) -> None:
         self.limiter = RateLimiter(limits)
 
-    async def reserve(self, tokens: int) -> float:
-        return self.limiter.reserve(tokens)
+    async def reserve_at(self, tokens: int) -> float:
+        return self.limiter.reserve_at(tokens)
 
     async def penalize(self, retry_after: float) -> None:
         self.limiter.penalize(retry_after)
@@ -87,8 +87,8 @@ class RayLimiter:
     def __init__(self, handle: Any) -> None:
         self.handle = handle
 
-    async def reserve(self, tokens: int) -> float:
-        return await self.handle.reserve.remote(tokens)
+    async def reserve_at(self, tokens: int) -> float:
+        return await self.handle.reserve_at.remote(tokens)
 
     async def penalize(self, retry_after: float) -> None:
         await self.handle.penalize.remote(retry_after)
@@ -213,7 +213,7 @@ class LLMClient:
         reason = "failed"
         for attempt in range(1, self.cfg.max_attempts + 1):
             if self.limiter is not None:
-                wait = await self.limiter.reserve(tokens)
+                wait = await self.limiter.reserve_at(tokens) - time.time()  # the limiter's clock is time.time
                 if wait > 0:
                     await asyncio.sleep(wait)
             self.usage.requests += 1

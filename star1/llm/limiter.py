@@ -4,9 +4,11 @@ The limiter hands out *reservations*: a caller asks for a slot (and its token es
 to wait before sending. Grants are spaced so that no window ever holds more than its limit — a sliding
 60-second window for requests and tokens per minute (bursts allowed, as most providers count) and, if set, a
 strict rolling per-second window. A 429 with Retry-After pauses every caller until then and widens the
-spacing a little (clock skew and network jitter make the provider see bursts the limiter did not grant);
-the spacing relaxes again after a run of grants without 429s. One limiter lives
-in a named Ray actor per endpoint, so all Ray workers share it; without Ray the same class runs in-process.
+spacing by 2% (clock skew and network jitter make the provider see bursts the limiter did not grant); the
+spacing relaxes again after runs of grants without 429s. The strict per-second window is also paced:
+grants are spread evenly through the second rather than sent as a burst that arrives as a clump.
+One limiter lives in a named Ray actor per endpoint, so all Ray workers share it; without Ray the same class
+runs in-process.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ class Limits:
 class _Window:
     """Grants (times and weights) in a rolling window of `span` seconds holding at most `limit` weight."""
 
-    def __init__(self, limit: int, span: float) -> None:
-        self.limit, self.base_span, self.span = limit, span, span
+    def __init__(self, limit: int, span: float, smooth: bool = False) -> None:
+        self.limit, self.base_span, self.span, self.smooth = limit, span, span, smooth
         self.times: deque[float] = deque()
         self.weights: deque[int] = deque()
         self.total = 0
@@ -48,6 +50,8 @@ class _Window:
         weight = min(weight, self.limit)  # an oversize request waits for an empty window, never forever
         self._expire(now)
         t = max(now, self.times[-1] if self.times else now)  # grants stay in time order
+        if self.smooth and self.times:  # evenly spaced: a burst would arrive as a clump and overflow
+            t = max(t, self.times[-1] + self.span / self.limit)
         excess = self.total + weight - self.limit
         if excess <= 0:
             return t
@@ -76,7 +80,7 @@ class RateLimiter:
         if limits.rpm:
             self.windows.append((_Window(limits.rpm, 60.0 * pad), False))
         if limits.rps:
-            self.windows.append((_Window(limits.rps, 1.0 * pad), False))
+            self.windows.append((_Window(limits.rps, 1.0 * pad, smooth=True), False))
         if limits.tpm:
             self.windows.append((_Window(limits.tpm, 60.0 * pad), True))
         self.paused_until = 0.0
@@ -86,6 +90,12 @@ class RateLimiter:
         self._clean = 0
 
     def reserve(self, tokens: int = 0) -> float:
+        """Seconds to wait before sending."""
+        return max(0.0, self.reserve_at(tokens) - self.clock())
+
+    def reserve_at(self, tokens: int = 0) -> float:
+        """The clock time at which to send. Callers on other processes sleep until this absolute time, so
+        the latency of asking does not shift when the request arrives."""
         now = self.clock()
         t = max(now, self.paused_until)
         for _ in range(4):  # a later t can only free more room; iterate to a fixed point
@@ -101,12 +111,12 @@ class RateLimiter:
             w.add(t, tokens if is_tok else 1)
         self.granted += 1
         self._clean += 1
-        if self._clean >= 100 and self.slowdown > 1.0:
-            self._set_slowdown(self.slowdown / 1.02)
-        return max(0.0, t - now)
+        if self._clean >= 50 and self.slowdown > 1.0:
+            self._set_slowdown(self.slowdown / 1.01)
+        return t
 
     def _set_slowdown(self, value: float) -> None:
-        self.slowdown, self._clean = min(max(value, 1.0), 1.5), 0
+        self.slowdown, self._clean = min(max(value, 1.0), 1.25), 0
         for w, _ in self.windows:
             w.span = w.base_span * self.slowdown
 
@@ -114,7 +124,7 @@ class RateLimiter:
         """The provider said 429: nobody sends before now + retry_after."""
         self.penalties += 1
         self.paused_until = max(self.paused_until, self.clock() + max(0.0, retry_after))
-        self._set_slowdown(self.slowdown * 1.05)
+        self._set_slowdown(self.slowdown * 1.02)
 
     def stats(self) -> dict[str, float]:
         return {"granted": self.granted, "penalties": self.penalties, "slowdown": round(self.slowdown, 3)}
@@ -126,8 +136,8 @@ class LimiterActor:
     def __init__(self, rpm: int | None, tpm: int | None, rps: int | None, margin: float) -> None:
         self.limiter = RateLimiter(Limits(rpm, tpm, rps, margin))
 
-    def reserve(self, tokens: int = 0) -> float:
-        return self.limiter.reserve(tokens)
+    def reserve_at(self, tokens: int = 0) -> float:
+        return self.limiter.reserve_at(tokens)
 
     def penalize(self, retry_after: float) -> None:
         self.limiter.penalize(retry_after)

@@ -19,17 +19,13 @@ from star1.config import CollectConfig, ConfigError, SourceSpec, Star1Config
 from star1.embeddings import effective_dtype, embed_texts
 from star1.manifest import (
     Manifest,
-    code_info,
-    fingerprint,
     manifest_path,
-    package_versions,
     stable_hash,
-    write_manifest,
 )
 from star1.schemas import PROMPT, REJECT, to_table
 from star1.sources import registry
 from star1.sources.load import LoadedSource, load_source, source_input_hash
-from star1.stages.base import current_run, invalidate
+from star1.stages.base import begin, finish
 from star1.stages.dedup_pool import dedup_pool
 from star1.store import Store
 
@@ -174,12 +170,10 @@ def run_collect(
     params = stage_params(ccfg, sources, evals)
     inputs = {s.name: source_input_hash(s, base_dir, store_opts) for s in [*sources, *evals]}
     flat_inputs = [i for s in [*sources, *evals] for i in inputs[s.name]]
-    fp = fingerprint(STAGE, ALGORITHM, params, flat_inputs)
-    previous = current_run(store, STAGE, fp, list(OUTPUTS.values()), force)
+    fp, previous = begin(store, STAGE, ALGORITHM, params, flat_inputs, list(OUTPUTS.values()), force)
     if previous is not None:
         log(f"collect: up to date ({store.url(manifest_path(STAGE))}); use --force to redo")
         return CollectResult(True, previous, store)
-    invalidate(store, STAGE)
     if use_ray:
         from star1.ray_utils import init_ray
 
@@ -229,23 +223,11 @@ def run_collect(
     timings["write"] = round(time.perf_counter() - t0, 3)
     timings["total"] = round(time.perf_counter() - t_start, 3)
 
-    manifest = Manifest(
-        stage=STAGE,
-        fingerprint=fp,
-        params=params,
-        params_hash=stable_hash(params),
-        inputs=flat_inputs,
-        outputs={
-            k: {"uri": store.url(v), "rows": t.num_rows}
-            for (k, v), t in zip(OUTPUTS.items(), (pool_t, rej_t, eval_t), strict=True)
-        },
-        counts=counts,
-        timings=timings,
-        usage=usage,
-        code=code_info(ALGORITHM),
-        packages=package_versions(),
-    )
-    write_manifest(store, manifest)
+    outputs = {
+        k: {"uri": store.url(v), "rows": t.num_rows}
+        for (k, v), t in zip(OUTPUTS.items(), (pool_t, rej_t, eval_t), strict=True)
+    }
+    manifest = finish(store, STAGE, ALGORITHM, fp, params, flat_inputs, outputs, counts, timings, usage)
     log(
         f"collect: {counts['total']['read']} rows in → {counts['total']['kept']} kept, "
         f"{counts['total']['rejected']} rejected ({store.url(OUTPUTS['pool'])})"

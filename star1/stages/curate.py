@@ -16,9 +16,9 @@ from typing import Any
 import pyarrow as pa
 
 from star1.config import Star1Config
-from star1.manifest import Manifest, code_info, fingerprint, package_versions, stable_hash, write_manifest
+from star1.manifest import Manifest
 from star1.schemas import BENIGN_SCORED, CANDIDATE, LABELLED, REJECT, SCORED, to_table
-from star1.stages.base import current_run, input_entry, invalidate
+from star1.stages.base import begin, finish, input_entry
 from star1.stages.llm_runner import STAT_FIELDS, run_task
 from star1.stages.select_rows import composition, diversity_prune, split_by_score
 from star1.stages.tasks import TASKS
@@ -95,28 +95,25 @@ def _finish(
     timings: dict,
     extra_counts: dict | None = None,
 ) -> Manifest:
-    reasons = Counter(r["rule"] for r in rejects)
     if n_in != len(kept) + len(rejects):
         raise AssertionError(f"{stage}: {n_in} rows in but {len(kept)} out + {len(rejects)} rejected")
     out = outputs(stage)
     store.write_table(out["data"], to_table(kept, schema))
     store.write_table(out["rejects"], to_table(rejects, REJECT))
+    reasons = Counter(r["rule"] for r in rejects)
     counts = {"in": n_in, "out": len(kept), "rejected": dict(sorted(reasons.items())), **(extra_counts or {})}
-    manifest = Manifest(
-        stage=stage,
-        fingerprint=fp,
-        params=params,
-        params_hash=stable_hash(params),
-        inputs=inputs,
-        outputs={k: {"uri": store.url(v)} for k, v in out.items()},
-        counts=counts,
-        timings=timings,
-        usage=usage,
-        code=code_info(ALGORITHM),
-        packages=package_versions(),
+    return finish(
+        store,
+        stage,
+        ALGORITHM,
+        fp,
+        params,
+        inputs,
+        {k: {"uri": store.url(v)} for k, v in out.items()},
+        counts,
+        timings,
+        usage,
     )
-    write_manifest(store, manifest)
-    return manifest
 
 
 def run_model_stage(
@@ -133,12 +130,10 @@ def run_model_stage(
         "endpoint": role_cfg.model_dump(mode="json", exclude=exclude),
         "template_hash": task.template_hash(),
     }
-    fp = fingerprint(stage, ALGORITHM, params, inputs)
-    previous = current_run(store, stage, fp, list(outputs(stage).values()), force)
+    fp, previous = begin(store, stage, ALGORITHM, params, inputs, list(outputs(stage).values()), force)
     if previous is not None:
         log(f"{stage}: up to date ({store.url(stage + '/manifest.json')})")
         return StageResult(stage, True, previous, store)
-    invalidate(store, stage)
     rows = store.read_table(input_rel).to_pylist()
     if use_ray:
         from star1.ray_utils import init_ray
@@ -175,12 +170,10 @@ def run_select(cfg: Star1Config, store: Store, force: bool = False, log: LogFn =
     stage, input_rel = "select", "score/data.parquet"
     inputs = [input_entry(store, input_rel)]
     params = {"threshold": cfg.curate.select_threshold, "n": cfg.curate.select_n}
-    fp = fingerprint(stage, ALGORITHM, params, inputs)
-    previous = current_run(store, stage, fp, list(outputs(stage).values()), force)
+    fp, previous = begin(store, stage, ALGORITHM, params, inputs, list(outputs(stage).values()), force)
     if previous is not None:
         log(f"{stage}: up to date")
         return StageResult(stage, True, previous, store)
-    invalidate(store, stage)
     rows = store.read_table(input_rel).to_pylist()
     t0 = time.perf_counter()
     good, low = split_by_score(rows, cfg.curate.select_threshold)

@@ -13,14 +13,9 @@ import pyarrow as pa
 from star1.config import Star1Config
 from star1.manifest import (
     Manifest,
-    code_info,
-    fingerprint,
-    package_versions,
     read_manifest,
-    stable_hash,
-    write_manifest,
 )
-from star1.stages.base import current_run, input_entry, invalidate
+from star1.stages.base import begin, finish, input_entry
 from star1.stages.curate import ALGORITHM, StageResult
 from star1.stages.select_rows import SCORE_KEYS
 from star1.stages.tasks import BENIGN_KEYS
@@ -127,15 +122,13 @@ def run_export(
     if cfg.curate.benign:
         inputs.append(input_entry(store, "benign_score/data.parquet"))
     params = {"benign": cfg.curate.benign, "run_name": cfg.run_name}
-    fp = fingerprint(STAGE, ALGORITHM, params, inputs)
     files = {"json": f"{STAGE}/star1.json", "parquet": f"{STAGE}/star1.parquet", "card": f"{STAGE}/README.md"}
     if cfg.curate.benign:
         files.update({"benign_json": f"{STAGE}/benign.json", "benign_parquet": f"{STAGE}/benign.parquet"})
-    previous = current_run(store, STAGE, fp, list(files.values()), force)
+    fp, previous = begin(store, STAGE, ALGORITHM, params, inputs, list(files.values()), force)
     if previous is not None:
         log("export: up to date")
         return StageResult(STAGE, True, previous, store)
-    invalidate(store, STAGE)
     records = [star1_record(r) for r in store.read_table("select/data.parquet").to_pylist()]
     scored = store.read_table("score/data.parquet").to_pylist()
     benign = (
@@ -144,10 +137,9 @@ def run_export(
         else []
     )
     manifests = {s: m for s in LINEAGE if (m := read_manifest(store, s)) is not None}
-    for name, recs in (("", records), ("benign_", benign)):
-        if name and not cfg.curate.benign:
+    for stem, recs in (("star1", records), ("benign", benign)):
+        if stem == "benign" and not cfg.curate.benign:
             continue
-        stem = "star1" if not name else "benign"
         store.write_bytes(f"{STAGE}/{stem}.json", json.dumps(recs, ensure_ascii=False, indent=1).encode())
         store.write_bytes(f"{STAGE}/{stem}.parquet", table_to_parquet_bytes(pa.Table.from_pylist(recs)))
     store.write_bytes(files["card"], _card(cfg, records, benign, scored, manifests).encode())
@@ -161,19 +153,18 @@ def run_export(
         "score_histogram": histogram(scored, "score", SCORE_KEYS),
         "benign_histogram": histogram(benign, "score", BENIGN_KEYS) if benign else {},
     }
-    manifest = Manifest(
-        stage=STAGE,
-        fingerprint=fp,
-        params=params,
-        params_hash=stable_hash(params),
-        inputs=inputs,
-        outputs={k: {"uri": store.url(v)} for k, v in files.items()},
-        counts=counts,
-        code=code_info(ALGORITHM),
-        packages=package_versions(),
-        usage={"lineage": {s: m.fingerprint for s, m in manifests.items()}},
+    lineage = {"lineage": {s: m.fingerprint for s, m in manifests.items()}}
+    manifest = finish(
+        store,
+        STAGE,
+        ALGORITHM,
+        fp,
+        params,
+        inputs,
+        {k: {"uri": store.url(v)} for k, v in files.items()},
+        counts,
+        usage=lineage,
     )
-    write_manifest(store, manifest)
     log(
         f"export: {len(records)} samples"
         + (f" + {len(benign)} benign" if benign else "")
