@@ -113,7 +113,10 @@ def test_limiter_spaces_requests_and_never_exceeds_a_window():
     assert starts == pytest.approx([0.2 * i for i in range(12)])  # the strict window is paced evenly
     for s in starts:  # no rolling 1 s window holds more than 5
         assert sum(1 for x in starts if s <= x < s + 1.0) <= 5
-    lim.penalize(3.0)
+    t[0] = 10.0
+    lim.penalize(0.3)  # a short Retry-After: jitter, not an empty budget; nobody else pauses
+    assert lim.reserve() == 0.0
+    lim.penalize(3.0)  # a long one: every caller waits
     assert lim.reserve() >= 3.0
 
 

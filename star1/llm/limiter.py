@@ -1,12 +1,11 @@
 """Request/token rate limits shared by every worker that calls one endpoint.
 
-The limiter hands out *reservations*: a caller asks for a slot (and its token estimate) and is told how long
-to wait before sending. Grants are spaced so that no window ever holds more than its limit — a sliding
-60-second window for requests and tokens per minute (bursts allowed, as most providers count) and, if set, a
-strict rolling per-second window. A 429 with Retry-After pauses every caller until then and widens the
-spacing by 2% (clock skew and network jitter make the provider see bursts the limiter did not grant); the
-spacing relaxes again after runs of grants without 429s. The strict per-second window is also paced:
-grants are spread evenly through the second rather than sent as a burst that arrives as a clump.
+The limiter hands out *reservations*: a caller asks for a slot (and its token estimate) and is told when to
+send. Grants are spaced so that no window ever holds more than its limit: a sliding 60-second window for
+requests and tokens per minute (bursts allowed, as most providers count) and, if set, a strict rolling
+per-second window, paced evenly through the second so a burst never arrives as a clump. A 429 with a long
+Retry-After pauses every caller until then; any 429 widens the spacing by 1% (clock skew and network jitter
+make the provider see bursts the limiter did not grant), relaxing again after runs of clean grants.
 One limiter lives in a named Ray actor per endpoint, so all Ray workers share it; without Ray the same class
 runs in-process.
 """
@@ -25,6 +24,9 @@ class Limits:
     tpm: int | None = None  # tokens (prompt estimate + max output) per sliding 60 s
     rps: int | None = None  # requests per strict rolling second
     margin: float = 0.02  # fraction of each window added as a safety gap (clock skew, network jitter)
+    min_pause_s: float = (
+        1.0  # a Retry-After at least this long pauses every caller; shorter ones only the one
+    )
 
     @property
     def active(self) -> bool:
@@ -116,15 +118,18 @@ class RateLimiter:
         return t
 
     def _set_slowdown(self, value: float) -> None:
-        self.slowdown, self._clean = min(max(value, 1.0), 1.25), 0
+        self.slowdown, self._clean = min(max(value, 1.0), 1.2), 0
         for w, _ in self.windows:
             w.span = w.base_span * self.slowdown
 
     def penalize(self, retry_after: float) -> None:
-        """The provider said 429: nobody sends before now + retry_after."""
+        """The provider said 429. A long Retry-After (the provider's budget is spent) pauses every caller
+        until then; a short one (a window momentarily overfull by arrival jitter) costs only the refused
+        request its retry. Either way the spacing widens by 1%."""
         self.penalties += 1
-        self.paused_until = max(self.paused_until, self.clock() + max(0.0, retry_after))
-        self._set_slowdown(self.slowdown * 1.02)
+        if retry_after >= self.limits.min_pause_s:
+            self.paused_until = max(self.paused_until, self.clock() + retry_after)
+        self._set_slowdown(self.slowdown * 1.01)
 
     def stats(self) -> dict[str, float]:
         return {"granted": self.granted, "penalties": self.penalties, "slowdown": round(self.slowdown, 3)}
@@ -133,8 +138,10 @@ class RateLimiter:
 class LimiterActor:
     """Ray actor body: one shared RateLimiter per endpoint (see `shared_limiter`)."""
 
-    def __init__(self, rpm: int | None, tpm: int | None, rps: int | None, margin: float) -> None:
-        self.limiter = RateLimiter(Limits(rpm, tpm, rps, margin))
+    def __init__(
+        self, rpm: int | None, tpm: int | None, rps: int | None, margin: float, min_pause_s: float
+    ) -> None:
+        self.limiter = RateLimiter(Limits(rpm, tpm, rps, margin, min_pause_s))
 
     def reserve_at(self, tokens: int = 0) -> float:
         return self.limiter.reserve_at(tokens)
@@ -152,5 +159,5 @@ def shared_limiter(name: str, limits: Limits):
 
     actor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(LimiterActor)
     return actor.options(name=name, namespace="star1", get_if_exists=True, lifetime="detached").remote(
-        limits.rpm, limits.tpm, limits.rps, limits.margin
+        limits.rpm, limits.tpm, limits.rps, limits.margin, limits.min_pause_s
     )
