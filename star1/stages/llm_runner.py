@@ -165,7 +165,8 @@ def run_task(
 
     # rows travel as JSON strings (their nested fields vary by stage), tagged with their position
     items = [{"row": json.dumps({**r, "_i": i}, ensure_ascii=False)} for i, r in enumerate(rows)]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(rows) // batch_size + 1, 4 * actors)))
+    # whole batches per block: a partial extra block would run alone on one actor after the others finish
+    ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(rows) // batch_size)))
     out = ds.map_batches(
         TaskActor,
         batch_size=batch_size,
