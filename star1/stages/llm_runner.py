@@ -163,6 +163,9 @@ def run_task(
 
     import ray
 
+    limits = limits_of(cfg)
+    if limits.active:  # start the shared limiter before the workers, so none waits for it to spawn
+        ray.get(shared_limiter(limiter_name(cfg), limits).stats.remote())
     # rows travel as JSON strings (their nested fields vary by stage), tagged with their position
     items = [{"row": json.dumps({**r, "_i": i}, ensure_ascii=False)} for i, r in enumerate(rows)]
     # whole batches per block: a partial extra block would run alone on one actor after the others finish
