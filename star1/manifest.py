@@ -11,7 +11,6 @@ import importlib.metadata
 import json
 import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,18 +106,3 @@ def write_manifest(store: Store, manifest: Manifest) -> str:
 
 def code_info(algorithm_version: str) -> dict[str, Any]:
     return {"star1": __version__, "algorithm": algorithm_version, "git_sha": git_sha()}
-
-
-class Timer:
-    """Collects named wall-clock timings: `with timer("tfidf"): ...`."""
-
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, name: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - t0, 4)

@@ -13,7 +13,7 @@ import email.utils
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,11 +53,6 @@ class Usage:
     rate_limited: int = 0
     failures: int = 0
     cost_usd: float = 0.0
-
-    def add(self, other: Usage | dict[str, Any]) -> None:
-        d = other if isinstance(other, dict) else asdict(other)
-        for k, v in d.items():
-            setattr(self, k, getattr(self, k) + v)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -276,13 +271,3 @@ class LLMClient:
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-@dataclass
-class CallOutcome:
-    """What a stage gets back per row: a completion, or the reason the call failed for good."""
-
-    completion: Completion | None = None
-    error: str | None = None
-    detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)

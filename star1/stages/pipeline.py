@@ -1,4 +1,4 @@
-"""`star1 pipeline`: every stage in order, each skipped when its manifest is current."""
+"""`star1 pipeline`: every stage in order (`run_stages(stage_names(cfg), …)`), each skipped when current."""
 
 from __future__ import annotations
 
@@ -63,15 +63,3 @@ def run_stages(
     for name in names[last + 1 :]:
         results[name] = run_stage(name, cfg, store, force, use_ray, log, progress)
     return results
-
-
-def run_pipeline(
-    cfg: Star1Config,
-    store: Store,
-    force: bool = False,
-    use_ray: bool = True,
-    log: Callable[[str], None] = print,
-    progress: Any = None,
-) -> dict[str, Any]:
-    """Run all stages; `force` redoes every stage (upstream changes already invalidate downstream ones)."""
-    return run_stages(stage_names(cfg), cfg, store, force, use_ray, log, progress)
