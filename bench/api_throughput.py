@@ -1,7 +1,8 @@
 """Throughput against a rate-limited OpenAI-compatible server: how close to the provider's ceiling, how many
 rows lost, how many 429s per success.
 
-The test server (tests/fake_llm.py) answers after a fixed latency and enforces 1,200 requests per minute
+The test server (tests/fake_llm.py, in its own process so it does not share the driver's interpreter with
+Ray Data's executor) answers after a fixed latency and enforces 1,200 requests per minute
 one of two ways — a sliding 60 s window (bursts allowed) or a strict 20-per-rolling-second window — with
 429 + Retry-After beyond it, optionally failing 5% of requests with a 500. star1 runs the classify stage's
 calls through a Ray Data actor pool (1, 2, 4 workers) sharing one limiter actor configured with the
@@ -30,13 +31,13 @@ sys.path.insert(0, str(ROOT))
 from star1.config import RoleConfig  # noqa: E402
 from star1.stages.llm_runner import run_task  # noqa: E402
 from star1.stages.tasks import ClassifyTask  # noqa: E402
-from tests.fake_llm import FakeLLMServer, Faults  # noqa: E402
+from tests.fake_llm import FakeLLMProcess, Faults  # noqa: E402
 from tests.scripted import classifier  # noqa: E402
 
 LIMIT_RPM = 1200
 
 
-def role(srv: FakeLLMServer, window: str, concurrency: int) -> RoleConfig:
+def role(srv: FakeLLMProcess, window: str, concurrency: int) -> RoleConfig:
     limits = {"rpm": LIMIT_RPM} if window == "sliding" else {"rps": LIMIT_RPM // 60}
     return RoleConfig(
         base_url=srv.base_url,
@@ -58,7 +59,8 @@ def faults_for(window: str, p500: float, latency: float) -> Faults:
 
 
 def optimal_finish(n: int, latency: float, window: str, in_flight: int) -> float:
-    """Best possible time from the first request to the last answer under the provider's limit."""
+    """Best possible time from the first request to the last answer under the provider's limit, for `n`
+    requests that count against it (successes and injected 500s: a failed request still spends its slot)."""
     if window == "strict":
         return (n - 1) / (LIMIT_RPM / 60) + latency
     burst = lambda k: (k / in_flight) * latency + latency  # noqa: E731 - bounded by in-flight slots
@@ -74,13 +76,15 @@ def summarize(
     ok: int,
     returned: int,
     wall: float,
-    srv: FakeLLMServer,
+    srv: FakeLLMProcess,
     latency: float,
     in_flight: int,
 ) -> dict:
     """Rates over the wall clock (includes starting workers) and over the provider's view: first request
     to last answer."""
     span = (srv.last_ok - srv.first_request) if srv.last_ok and srv.first_request else wall
+    stats = srv.stats
+    slots = stats.get("requests", 0) - stats.get("429_enforced", 0)  # requests the provider counted
     ceiling = LIMIT_RPM / 60
     return {
         "client": client,
@@ -95,9 +99,9 @@ def summarize(
         "span_s": round(span, 2),
         "ceiling_frac": round(ok / span / ceiling, 3),
         "ceiling_frac_wall": round(ok / wall / ceiling, 3),
-        "optimal_ratio": round(span / optimal_finish(n, latency, window, in_flight), 3),
-        "429_per_success": round(srv.stats.get("429", 0) / max(ok, 1), 4),
-        "server": dict(srv.stats),
+        "optimal_ratio": round(span / optimal_finish(slots, latency, window, in_flight), 3),
+        "429_per_success": round(stats.get("429", 0) / max(ok, 1), 4),
+        "server": dict(stats),
     }
 
 
@@ -106,7 +110,7 @@ def run_star1(n: int, workers: int, window: str, p500: float, latency: float, co
         {"id": f"r{i}", "source": "bench", "prompt": f"prompt number {i} about wifi", "source_row": i}
         for i in range(n)
     ]
-    with FakeLLMServer({"classifier-m": classifier}, faults_for(window, p500, latency), seed=workers) as srv:
+    with FakeLLMProcess({"classifier-m": classifier}, faults_for(window, p500, latency), seed=workers) as srv:
         t0 = time.perf_counter()
         out = run_task(
             ClassifyTask(),
@@ -128,7 +132,7 @@ def run_plain(n: int, window: str, p500: float, latency: float, concurrency: int
     """Baseline: asyncio.gather with a semaphore and the SDK's own retries (2), no shared limiter."""
     from openai import AsyncOpenAI
 
-    with FakeLLMServer({"classifier-m": classifier}, faults_for(window, p500, latency)) as srv:
+    with FakeLLMProcess({"classifier-m": classifier}, faults_for(window, p500, latency)) as srv:
 
         async def go() -> int:
             client = AsyncOpenAI(base_url=srv.base_url, api_key="x", max_retries=2, timeout=30)
@@ -157,7 +161,7 @@ def run_distilabel(python: str, n: int, window: str, p500: float, latency: float
     """distilabel's OpenAILLM (in its own virtualenv) on the same workload and server."""
     import subprocess
 
-    with FakeLLMServer({"classifier-m": classifier}, faults_for(window, p500, latency)) as srv:
+    with FakeLLMProcess({"classifier-m": classifier}, faults_for(window, p500, latency)) as srv:
         t0 = time.perf_counter()
         proc = subprocess.run(
             [

@@ -59,6 +59,7 @@ class FakeLLMServer:
         self.first_request: float | None = None  # time.time() of the first request, last success
         self.last_ok: float | None = None
         self.limited_at: list[float] = []  # time.time() of each enforced-limit 429
+        self.arrivals: list[float] = []  # time.time() of every chat request
         self._window60: deque[float] = deque()
         self._window1: deque[float] = deque()
         self._lock = threading.Lock()
@@ -169,8 +170,9 @@ class FakeLLMServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
+        self.arrivals.append(time.time())
         if self.first_request is None:
-            self.first_request = time.time()
+            self.first_request = self.arrivals[0]
         try:
             body = await request.json()
             last = body["messages"][-1]["content"]
@@ -238,3 +240,59 @@ class FakeLLMServer:
         return web.json_response(
             {"error": {"message": "rate limited", "type": "rate_limit"}}, status=429, headers=headers
         )
+
+
+class FakeLLMProcess:
+    """The same server in a child process, so its CPU is not taken from the caller's interpreter (benchmarks:
+    the driver also runs Ray Data's executor). `stats`, `first_request` and `last_ok` are read from the child.
+    Responders must be picklable (module-level functions)."""
+
+    def __init__(
+        self, responders: dict[str, Responder] | None = None, faults: Faults | None = None, seed: int = 0
+    ) -> None:
+        self.args = (responders, faults, seed)
+        self.port = 0
+        self._conn: Any = None
+        self._proc: Any = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _ask(self, what: str) -> Any:
+        self._conn.send(what)
+        return self._conn.recv()
+
+    @property
+    def stats(self) -> Counter[str]:
+        return Counter(self._ask("stats"))
+
+    @property
+    def first_request(self) -> float | None:
+        return self._ask("first_request")
+
+    @property
+    def last_ok(self) -> float | None:
+        return self._ask("last_ok")
+
+    def __enter__(self) -> FakeLLMProcess:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_child, args=(child, *self.args), daemon=True)
+        self._proc.start()
+        self.port = self._conn.recv()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.send("stop")
+        self._proc.join(10)
+
+
+def _serve_child(conn: Any, responders: Any, faults: Any, seed: int) -> None:
+    srv = FakeLLMServer(responders, faults, seed).start()
+    conn.send(srv.port)
+    while (what := conn.recv()) != "stop":
+        conn.send(dict(srv.stats) if what == "stats" else getattr(srv, what))
+    srv.stop()

@@ -4,6 +4,7 @@ one limiter actor, every accounting identity, the response cache across reruns, 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -55,3 +56,20 @@ def test_pipeline_on_ray_with_shared_limit_faults_and_cache(tmp_path, ray_local)
         assert srv.stats["ok"] == answered
         assert all(u["requests"] == 0 for name in STAGES[:-1] for u in again[name].manifest.usage.values())
         assert json.loads(store.read_bytes("export/star1.json")) == records
+
+
+def test_pool_waits_for_its_actors_then_goes_ahead_with_those_that_started(ray_local):
+    """5 actors at half a CPU each need 2.5 CPUs; the cluster has 2. No request is sent before the whole pool
+    is up or the wait has passed; then the 4 that started do all the rows."""
+    from star1.config import RoleConfig
+    from star1.stages.llm_runner import run_task
+    from star1.stages.tasks import ClassifyTask
+
+    rows = [{"id": f"r{i}", "source": "t", "prompt": f"p{i}", "source_row": i} for i in range(20)]
+    with FakeLLMServer(RESPONDERS) as srv:
+        cfg = RoleConfig(base_url=srv.base_url, model="classifier-m")
+        t0 = time.time()
+        out = run_task(ClassifyTask(), rows, cfg, None, use_ray=True, actors=5, batch_size=2, start_wait_s=4)
+        assert srv.first_request is not None and srv.first_request - t0 >= 4
+    assert [r["id"] for r in out] == [r["id"] for r in rows]
+    assert not any(r.get("_reject") for r in out)

@@ -127,6 +127,31 @@ def test_limiter_tokens_per_minute():
     assert lim.reserve(300) == pytest.approx(60.0)
 
 
+def test_limiter_safety_gap_is_a_fraction_of_a_window_capped_in_seconds():
+    t = [0.0]
+    minute = RateLimiter(Limits(rpm=2), clock=lambda: t[0])
+    assert [minute.reserve() for _ in range(3)] == pytest.approx([0.0, 0.0, 60.5])  # capped at 0.5 s
+    second = RateLimiter(Limits(rps=1), clock=lambda: t[0])
+    assert [second.reserve() for _ in range(2)] == pytest.approx([0.0, 1.02])  # 2% of 1 s
+
+
+def test_limiter_widens_once_per_episode_of_refusals():
+    """A burst of 429s for grants made under the same spacing widens the gap once, not once per refusal;
+    a refusal of a grant made after the widening widens again; clean grants narrow it back."""
+    t = [0.0]
+    lim = RateLimiter(Limits(rpm=100_000, rps=1000), clock=lambda: t[0])
+    seqs = [lim.reserve_at()[1] for _ in range(20)]
+    for seq in seqs:
+        lim.penalize(0.05, seq)
+    assert lim.stats()["widened_steps"] == 1
+    assert lim.stats()["gaps_s"] == [0.6, 0.03]  # 60 s window: 0.5 + 0.1; 1 s window: 0.02 + 0.01
+    lim.penalize(0.05, lim.reserve_at()[1])
+    assert lim.stats()["widened_steps"] == 2
+    for _ in range(100):
+        lim.reserve_at()
+    assert lim.stats()["widened_steps"] == 0 and lim.stats()["gaps_s"] == [0.5, 0.02]
+
+
 def test_shared_limit_across_clients_against_an_enforcing_server():
     def run(limiter):
         with FakeLLMServer(faults=Faults(rps=10)) as srv:

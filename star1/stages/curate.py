@@ -142,7 +142,15 @@ def run_model_stage(
     t0 = time.perf_counter()
     store_opts = {"endpoint_url": cfg.store.endpoint_url, "region": cfg.store.region}
     done = run_task(
-        task, rows, role_cfg, store, store_opts, use_ray, cfg.curate.actors, cfg.curate.batch_size
+        task,
+        rows,
+        role_cfg,
+        store,
+        store_opts,
+        use_ray,
+        cfg.curate.actors,
+        cfg.curate.batch_size,
+        cfg.curate.actor_start_wait_s,
     )
     elapsed = round(time.perf_counter() - t0, 3)
     usage_role = {f[1:]: sum(r.get(f, 0) for r in done) for f in STAT_FIELDS}

@@ -20,6 +20,7 @@ from star1.manifest import stable_hash
 from star1.stages.tasks import TASKS, Ask, Reject, Task
 from star1.store import Store
 
+ACTOR_CPUS = 0.5  # an actor mostly waits on HTTP; half a CPU each lets a pod run two
 STAT_FIELDS = ("_requests", "_cache_hits", "_prompt_tokens", "_completion_tokens", "_retries", "_cost_usd")
 
 
@@ -83,7 +84,18 @@ async def process_row(task: Task, row: dict[str, Any], client: LLMClient) -> dic
 
 
 async def process_rows(task: Task, rows: list[dict[str, Any]], client: LLMClient) -> list[dict[str, Any]]:
-    return list(await asyncio.gather(*(process_row(task, r, client) for r in rows)))
+    """As many rows at a time as the client's in-flight window. Starting every row of a batch at once would
+    keep the event loop busy preparing hundreds of prompts between a rate-limit grant and its send, so
+    requests would reach the provider later than granted (and bunched)."""
+    out: list[dict[str, Any]] = [{} for _ in rows]
+    todo = iter(enumerate(rows))
+
+    async def worker() -> None:
+        for i, row in todo:  # one shared iterator: each row is taken once
+            out[i] = await process_row(task, row, client)
+
+    await asyncio.gather(*(worker() for _ in range(min(len(rows), client.cfg.concurrency))))
+    return out
 
 
 def limits_of(cfg: RoleConfig) -> Limits:
@@ -104,6 +116,25 @@ def limiter_name(cfg: RoleConfig) -> str:
     )
 
 
+class StartGate:
+    """Ray actor: holds each pool actor at the end of its start until the whole pool has arrived or `wait_s`
+    has passed (then the actors that did start go ahead alone)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.arrived = size, 0
+        self.full = asyncio.Event()
+
+    async def arrive(self, wait_s: float) -> int:
+        self.arrived += 1
+        if self.arrived >= self.size:
+            self.full.set()
+        try:
+            await asyncio.wait_for(self.full.wait(), wait_s)
+        except TimeoutError:
+            pass
+        return self.arrived
+
+
 class TaskActor:
     """Ray Data callable: one client per actor, the endpoint's limiter shared across all actors."""
 
@@ -114,6 +145,8 @@ class TaskActor:
         role_cfg: dict[str, Any],
         store_uri: str | None,
         store_opts: dict[str, Any],
+        gate: Any = None,
+        gate_wait_s: float = 0,
     ) -> None:
         self.task = TASKS[task](options=options)
         cfg = RoleConfig.model_validate(role_cfg)
@@ -123,6 +156,10 @@ class TaskActor:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.client = LLMClient(self.task.role, cfg, cache, limiter, self.task.template_hash())
+        if gate is not None:
+            import ray
+
+            ray.get(gate.arrive.remote(gate_wait_s))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         rows = [json.loads(s) for s in batch["row"]]
@@ -139,8 +176,12 @@ def run_task(
     use_ray: bool = False,
     actors: int = 1,
     batch_size: int = 64,
+    start_wait_s: float = 120,
 ) -> list[dict[str, Any]]:
-    """All rows back, in input order, each with new fields or `_reject`."""
+    """All rows back, in input order, each with new fields or `_reject`. With Ray, no actor takes a batch
+    until the whole pool has started or `start_wait_s` has passed (0: each goes as it starts): actors start
+    seconds apart, and the first ones would otherwise spend a burst budget alone at a fraction of the
+    pool's rate."""
     if not rows:
         return []
     if not use_ray:
@@ -170,20 +211,28 @@ def run_task(
     items = [{"row": json.dumps({**r, "_i": i}, ensure_ascii=False)} for i, r in enumerate(rows)]
     # whole batches per block: a partial extra block would run alone on one actor after the others finish
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(rows) // batch_size)))
+    gate = ray.remote(num_cpus=0)(StartGate).remote(actors) if actors > 1 and start_wait_s > 0 else None
     out = ds.map_batches(
         TaskActor,
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=0.5,
+        num_cpus=ACTOR_CPUS,
         fn_constructor_kwargs={
             "task": task.name,
             "options": task.options,
             "role_cfg": cfg.model_dump(mode="json"),
             "store_uri": store.uri if store else None,
             "store_opts": store_opts or {},
+            "gate": gate,
+            "gate_wait_s": start_wait_s,
         },
     )
-    got = sorted((json.loads(r["row"]) for r in out.take_all()), key=lambda r: r["_i"])
+    try:
+        taken = out.take_all()
+    finally:
+        if gate is not None:
+            ray.kill(gate)
+    got = sorted((json.loads(r["row"]) for r in taken), key=lambda r: r["_i"])
     if [r["_i"] for r in got] != list(range(len(rows))):
         raise RuntimeError(f"{task.name}: {len(rows)} rows in but {len(got)} came back from Ray")
     for r in got:
