@@ -159,7 +159,10 @@ class TaskActor:
         if gate is not None:
             import ray
 
-            ray.get(gate.arrive.remote(gate_wait_s))
+            try:
+                ray.get(gate.arrive.remote(gate_wait_s))
+            except ray.exceptions.RayActorError:
+                pass  # the gate is gone (an actor restarted after the run let it go): nothing to wait for
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         rows = [json.loads(s) for s in batch["row"]]
