@@ -59,7 +59,6 @@ class FakeLLMServer:
         self.first_request: float | None = None  # time.time() of the first request, last success
         self.last_ok: float | None = None
         self.limited_at: list[float] = []  # time.time() of each enforced-limit 429
-        self.arrivals: list[float] = []  # time.time() of every chat request
         self._window60: deque[float] = deque()
         self._window1: deque[float] = deque()
         self._lock = threading.Lock()
@@ -170,9 +169,8 @@ class FakeLLMServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
-        self.arrivals.append(time.time())
         if self.first_request is None:
-            self.first_request = self.arrivals[0]
+            self.first_request = time.time()
         try:
             body = await request.json()
             last = body["messages"][-1]["content"]

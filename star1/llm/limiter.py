@@ -107,7 +107,6 @@ class RateLimiter:
         self.paused_until = 0.0
         self.granted = 0  # grants so far; a grant's number is its sequence id
         self.penalties = 0
-        self.widened = 0  # net widening steps in effect
         self._episode = 0  # grants numbered below this were made before the last widening
         self._clean = 0
 
@@ -135,12 +134,11 @@ class RateLimiter:
         seq = self.granted
         self.granted += 1
         self._clean += 1
-        if self._clean >= 50 and self.widened > 0:
+        if self._clean >= 50 and any(w.gap > w.base_gap for w, _ in self.windows):
             self._widen(-1)
         return t, seq
 
     def _widen(self, steps: int) -> None:
-        self.widened = max(0, self.widened + steps)
         self._clean = 0
         for w, _ in self.windows:
             w.widen(steps)
@@ -161,7 +159,6 @@ class RateLimiter:
         return {
             "granted": self.granted,
             "penalties": self.penalties,
-            "widened_steps": self.widened,
             "gaps_s": [round(w.gap, 3) for w, _ in self.windows],
         }
 
