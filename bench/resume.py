@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from star1.schemas import LABELLED, to_table  # noqa: E402
+from star1.stage_run import adopt  # noqa: E402
 from star1.store import Store  # noqa: E402
 from tests.fake_llm import FakeLLMServer, Faults  # noqa: E402
 from tests.scripted import RESPONDERS, llm_config  # noqa: E402
@@ -53,7 +54,7 @@ def main() -> None:
             }
             for i in range(args.rows)
         ]
-        store.write_table("classify/data.parquet", to_table(rows, LABELLED))
+        adopt(store, "classify/data.parquet", to_table(rows, LABELLED))
         cfg = {
             "store": {"uri": f"{tmp}/store"},
             "ray": {"enabled": args.ray, "num_cpus": 2},

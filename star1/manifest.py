@@ -12,7 +12,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -60,6 +60,7 @@ def git_sha() -> str | None:
 
 class Manifest(BaseModel):
     stage: str
+    status: Literal["complete", "incomplete"] = "complete"
     fingerprint: str
     params: dict[str, Any]
     params_hash: str
@@ -70,6 +71,8 @@ class Manifest(BaseModel):
     usage: dict[str, Any] = Field(default_factory=dict)
     code: dict[str, Any] = Field(default_factory=dict)
     packages: dict[str, str] = Field(default_factory=dict)
+    failures: dict[str, Any] = Field(default_factory=dict, description="incomplete runs: what failed, why")
+    notes: list[str] = Field(default_factory=list, description="what the run adapted to, e.g. fallbacks")
     created_at: float = Field(default_factory=time.time)
 
 

@@ -6,7 +6,8 @@ import json
 
 from typer.testing import CliRunner
 
-from star1.cli import DEMO_CONFIG, app
+from star1.cli import app
+from star1.cli.common import DEMO_CONFIG
 from tests.conftest import write
 
 runner = CliRunner()

@@ -7,6 +7,7 @@ import pytest
 from star1.config import parse_config
 from star1.schemas import PROMPT, to_table
 from star1.sources.load import prompt_id
+from star1.stage_run import adopt
 from star1.stages.curate import run_model_stage, run_select
 from star1.store import Store
 from tests.fake_llm import FakeLLMServer, Faults
@@ -33,7 +34,7 @@ def write_pool(store: Store, prompts=PROMPTS, source="fixture") -> None:
         {"id": prompt_id(source, p), "source": source, "prompt": p, "source_row": i + 1, "source_meta": None}
         for i, p in enumerate(prompts)
     ]
-    store.write_table("collect/pool.parquet", to_table(rows, PROMPT))
+    adopt(store, "collect/pool.parquet", to_table(rows, PROMPT))
 
 
 def config(srv: FakeLLMServer, store_uri: str, **kw):

@@ -9,6 +9,7 @@ import pytest
 
 from star1.config import parse_config
 from star1.schemas import CANDIDATE, to_table
+from star1.stage_run import adopt
 from star1.stages.curate import run_model_stage
 from star1.store import Store
 from tests.test_curate import write_pool
@@ -58,7 +59,7 @@ def test_classify_then_score_on_local_vllm(local_cfg):
         rows = store.read_table("classify/data.parquet").to_pylist()
         think = "<think>\nHarmful; section 5 rule 1 says refuse.\n</think>\n\nI can't help with that."
         cands = [{**r, "response": think} for r in rows]
-        store.write_table("generate/data.parquet", to_table(cands, CANDIDATE))
+        adopt(store, "generate/data.parquet", to_table(cands, CANDIDATE))
         scored = run_model_stage("score", cfg, store, use_ray=False, log=print)
         assert scored.manifest.counts["out"] == 4, scored.manifest.counts
         for r in store.read_table("score/data.parquet").to_pylist():

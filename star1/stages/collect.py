@@ -25,7 +25,7 @@ from star1.manifest import (
 from star1.schemas import PROMPT, REJECT, to_table
 from star1.sources import registry
 from star1.sources.load import LoadedSource, load_source, source_input_hash
-from star1.stages.base import begin, finish
+from star1.stage_run import StageRun
 from star1.stages.dedup_pool import dedup_pool
 from star1.store import Store
 
@@ -163,17 +163,34 @@ def run_collect(
         raise ConfigError("config has no 'collect' section")
     ccfg, base_dir = cfg.collect, cfg.base_dir
     store_opts = {"endpoint_url": cfg.store.endpoint_url, "region": cfg.store.region}
-    timings: dict[str, float] = {}
     t_start = time.perf_counter()
 
     sources, evals = resolve_specs(ccfg, base_dir)
     params = stage_params(ccfg, sources, evals)
     inputs = {s.name: source_input_hash(s, base_dir, store_opts) for s in [*sources, *evals]}
     flat_inputs = [i for s in [*sources, *evals] for i in inputs[s.name]]
-    fp, previous = begin(store, STAGE, ALGORITHM, params, flat_inputs, list(OUTPUTS.values()), force)
-    if previous is not None:
-        log(f"collect: up to date ({store.url(manifest_path(STAGE))}); use --force to redo")
-        return CollectResult(True, previous, store)
+    with StageRun(store, STAGE, ALGORITHM, params, flat_inputs, list(OUTPUTS.values()), force) as run:
+        if run.previous is not None:
+            log(f"collect: up to date ({run.url}); use --force to redo")
+            return CollectResult(True, run.previous, store)
+        return _collect(run, cfg, sources, evals, inputs, store_opts, use_ray, log, progress, t_start)
+
+
+def _collect(
+    run: StageRun,
+    cfg: Star1Config,
+    sources: list,
+    evals: list,
+    inputs: dict,
+    store_opts: dict,
+    use_ray: bool,
+    log: LogFn,
+    progress: ProgressFn | None,
+    t_start: float,
+) -> CollectResult:
+    ccfg, store, base_dir = cfg.collect, run.store, cfg.base_dir
+    assert ccfg is not None
+    timings: dict[str, float] = {}
     if use_ray:
         from star1.ray_utils import init_ray
 
@@ -227,7 +244,7 @@ def run_collect(
         k: {"uri": store.url(v), "rows": t.num_rows}
         for (k, v), t in zip(OUTPUTS.items(), (pool_t, rej_t, eval_t), strict=True)
     }
-    manifest = finish(store, STAGE, ALGORITHM, fp, params, flat_inputs, outputs, counts, timings, usage)
+    manifest = run.complete(outputs, counts, timings, usage)
     log(
         f"collect: {counts['total']['read']} rows in → {counts['total']['kept']} kept, "
         f"{counts['total']['rejected']} rejected ({store.url(OUTPUTS['pool'])})"

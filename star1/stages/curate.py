@@ -18,7 +18,7 @@ import pyarrow as pa
 from star1.config import Star1Config
 from star1.manifest import Manifest
 from star1.schemas import BENIGN_SCORED, CANDIDATE, LABELLED, REJECT, SCORED, to_table
-from star1.stages.base import begin, finish, input_entry
+from star1.stage_run import StageRun, upstream
 from star1.stages.llm_runner import STAT_FIELDS, run_task
 from star1.stages.select_rows import composition, diversity_prune, split_by_score
 from star1.stages.tasks import TASKS
@@ -82,11 +82,7 @@ def _reject_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _finish(
-    store: Store,
-    stage: str,
-    fp: str,
-    params: dict,
-    inputs: list[dict],
+    run: StageRun,
     kept: list[dict],
     rejects: list[dict],
     schema: pa.Schema,
@@ -96,24 +92,13 @@ def _finish(
     extra_counts: dict | None = None,
 ) -> Manifest:
     if n_in != len(kept) + len(rejects):
-        raise AssertionError(f"{stage}: {n_in} rows in but {len(kept)} out + {len(rejects)} rejected")
-    out = outputs(stage)
+        raise AssertionError(f"{run.stage}: {n_in} rows in but {len(kept)} out + {len(rejects)} rejected")
+    store, out = run.store, outputs(run.stage)
     store.write_table(out["data"], to_table(kept, schema))
     store.write_table(out["rejects"], to_table(rejects, REJECT))
     reasons = Counter(r["rule"] for r in rejects)
     counts = {"in": n_in, "out": len(kept), "rejected": dict(sorted(reasons.items())), **(extra_counts or {})}
-    return finish(
-        store,
-        stage,
-        ALGORITHM,
-        fp,
-        params,
-        inputs,
-        {k: {"uri": store.url(v)} for k, v in out.items()},
-        counts,
-        timings,
-        usage,
-    )
+    return run.complete({k: {"uri": store.url(v)} for k, v in out.items()}, counts, timings, usage)
 
 
 def run_model_stage(
@@ -123,17 +108,31 @@ def run_model_stage(
     input_rel, schema = MODEL_STAGES[stage]
     task = TASKS[stage]()
     role_cfg = cfg.llm.role(task.role)
-    inputs = [input_entry(store, input_rel)]
+    inputs = [upstream(store, input_rel)]
     exclude = EXECUTION_ONLY | ({"base_url"} if role_cfg.endpoint_id else set())
     params = {
         "role": task.role,
         "endpoint": role_cfg.model_dump(mode="json", exclude=exclude),
         "template_hash": task.template_hash(),
     }
-    fp, previous = begin(store, stage, ALGORITHM, params, inputs, list(outputs(stage).values()), force)
-    if previous is not None:
-        log(f"{stage}: up to date ({store.url(stage + '/manifest.json')})")
-        return StageResult(stage, True, previous, store)
+    with StageRun(store, stage, ALGORITHM, params, inputs, list(outputs(stage).values()), force) as run:
+        if run.previous is not None:
+            log(f"{stage}: up to date ({run.url})")
+            return StageResult(stage, True, run.previous, store)
+        return _run_model_stage(run, input_rel, schema, task, role_cfg, cfg, use_ray, log)
+
+
+def _run_model_stage(
+    run: StageRun,
+    input_rel: str,
+    schema: pa.Schema,
+    task: Any,
+    role_cfg: Any,
+    cfg: Star1Config,
+    use_ray: bool,
+    log: LogFn,
+) -> StageResult:
+    stage, store = run.stage, run.store
     rows = store.read_table(input_rel).to_pylist()
     if use_ray:
         from star1.ray_utils import init_ray
@@ -161,9 +160,7 @@ def run_model_stage(
             r.pop(f, None)
     kept = [r for r in done if not r.get("_reject")]
     rejects = _reject_rows([r for r in done if r.get("_reject")])
-    manifest = _finish(
-        store, stage, fp, params, inputs, kept, rejects, schema, len(rows), usage, {"calls": elapsed}
-    )
+    manifest = _finish(run, kept, rejects, schema, len(rows), usage, {"calls": elapsed})
     log(
         f"{stage}: {len(rows)} in → {len(kept)} out, {len(rejects)} rejected "
         f"{dict(manifest.counts['rejected'])}; {usage_role['requests']} requests, "
@@ -176,12 +173,17 @@ def run_model_stage(
 def run_select(cfg: Star1Config, store: Store, force: bool = False, log: LogFn = print) -> StageResult:
     """Keep all-top-score rows without 'Other', then diversity-prune to `curate.select_n`."""
     stage, input_rel = "select", "score/data.parquet"
-    inputs = [input_entry(store, input_rel)]
+    inputs = [upstream(store, input_rel)]
     params = {"threshold": cfg.curate.select_threshold, "n": cfg.curate.select_n}
-    fp, previous = begin(store, stage, ALGORITHM, params, inputs, list(outputs(stage).values()), force)
-    if previous is not None:
-        log(f"{stage}: up to date")
-        return StageResult(stage, True, previous, store)
+    with StageRun(store, stage, ALGORITHM, params, inputs, list(outputs(stage).values()), force) as run:
+        if run.previous is not None:
+            log(f"{stage}: up to date")
+            return StageResult(stage, True, run.previous, store)
+        return _select(run, cfg, input_rel, log)
+
+
+def _select(run: StageRun, cfg: Star1Config, input_rel: str, log: LogFn) -> StageResult:
+    stage, store = run.stage, run.store
     rows = store.read_table(input_rel).to_pylist()
     t0 = time.perf_counter()
     good, low = split_by_score(rows, cfg.curate.select_threshold)
@@ -193,11 +195,7 @@ def run_select(cfg: Star1Config, store: Store, force: bool = False, log: LogFn =
     ]
     extra = {"composition": composition(kept), "eligible": len(good)}
     manifest = _finish(
-        store,
-        stage,
-        fp,
-        params,
-        inputs,
+        run,
         kept,
         _reject_rows(rejects),
         SCORED,

@@ -15,8 +15,8 @@ from star1.manifest import (
     Manifest,
     read_manifest,
 )
-from star1.stages.base import begin, finish, input_entry
-from star1.stages.curate import ALGORITHM, StageResult
+from star1.stage_run import StageRun, upstream
+from star1.stages.curate import ALGORITHM, LogFn, StageResult
 from star1.stages.select_rows import SCORE_KEYS
 from star1.stages.tasks import BENIGN_KEYS
 from star1.store import table_to_parquet_bytes
@@ -118,17 +118,22 @@ def _card(
 def run_export(
     cfg: Star1Config, store: Any, force: bool = False, log: Callable[[str], None] = print
 ) -> StageResult:
-    inputs = [input_entry(store, "select/data.parquet"), input_entry(store, "score/data.parquet")]
+    inputs = [upstream(store, "select/data.parquet"), upstream(store, "score/data.parquet")]
     if cfg.curate.benign:
-        inputs.append(input_entry(store, "benign_score/data.parquet"))
+        inputs.append(upstream(store, "benign_score/data.parquet"))
     params = {"benign": cfg.curate.benign, "run_name": cfg.run_name}
     files = {"json": f"{STAGE}/star1.json", "parquet": f"{STAGE}/star1.parquet", "card": f"{STAGE}/README.md"}
     if cfg.curate.benign:
         files.update({"benign_json": f"{STAGE}/benign.json", "benign_parquet": f"{STAGE}/benign.parquet"})
-    fp, previous = begin(store, STAGE, ALGORITHM, params, inputs, list(files.values()), force)
-    if previous is not None:
-        log("export: up to date")
-        return StageResult(STAGE, True, previous, store)
+    with StageRun(store, STAGE, ALGORITHM, params, inputs, list(files.values()), force) as run:
+        if run.previous is not None:
+            log("export: up to date")
+            return StageResult(STAGE, True, run.previous, store)
+        return _export(run, cfg, files, log)
+
+
+def _export(run: StageRun, cfg: Star1Config, files: dict[str, str], log: LogFn) -> StageResult:
+    store = run.store
     records = [star1_record(r) for r in store.read_table("select/data.parquet").to_pylist()]
     scored = store.read_table("score/data.parquet").to_pylist()
     benign = (
@@ -154,17 +159,7 @@ def run_export(
         "benign_histogram": histogram(benign, "score", BENIGN_KEYS) if benign else {},
     }
     lineage = {"lineage": {s: m.fingerprint for s, m in manifests.items()}}
-    manifest = finish(
-        store,
-        STAGE,
-        ALGORITHM,
-        fp,
-        params,
-        inputs,
-        {k: {"uri": store.url(v)} for k, v in files.items()},
-        counts,
-        usage=lineage,
-    )
+    manifest = run.complete({k: {"uri": store.url(v)} for k, v in files.items()}, counts, usage=lineage)
     log(
         f"export: {len(records)} samples"
         + (f" + {len(benign)} benign" if benign else "")

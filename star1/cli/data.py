@@ -1,48 +1,17 @@
-"""`star1` command line: one verb per stage. Configuration errors exit with code 2 before any work starts."""
+"""Data commands: `collect`, one verb per curation stage, `benign`, `pipeline`."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from star1.config import ConfigError, Star1Config, load_config
+from star1.cli.common import ConfigOpt, ForceOpt, SetOpt, app, console, load, open_store
+from star1.config import ConfigError
 from star1.sources.readers import SourceError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="STAR-1-style safety data, on Ray.")
-console = Console(stderr=True)
-DEMO_CONFIG = Path(__file__).parent / "data" / "demo" / "demo.yaml"
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="run config YAML (default: bundled demo)")
-]
-SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="override, e.g. --set collect.tfidf_threshold=0.5")
-]
-ForceOpt = Annotated[bool, typer.Option("--force", help="redo even if the stored manifest is current")]
-
-
-def _config(path: Path | None, overrides: list[str] | None) -> Star1Config:
-    try:
-        return load_config(path or DEMO_CONFIG, overrides)
-    except ConfigError as e:
-        console.print(f"[red]config error:[/red] {e}")
-        raise typer.Exit(2) from None
-
-
-def _store(cfg: Star1Config):
-    from star1.store import Store
-
-    try:
-        return Store.from_uri(cfg.store.uri, cfg.store.endpoint_url, cfg.store.region)
-    except (ValueError, OSError) as e:
-        console.print(f"[red]store error:[/red] {e}")
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -55,8 +24,8 @@ def collect(
     ] = None,
 ) -> None:
     """Build the deduplicated, decontaminated prompt pool from the configured sources."""
-    cfg = _config(config, set_)
-    store = _store(cfg)
+    cfg = load(config, set_)
+    store = open_store(cfg)
     if explain:
         from star1.stages.collect import explain as explain_row
 
@@ -113,8 +82,8 @@ def _run_stages(names: list[str], config: Path | None, set_: list[str] | None, f
     from star1.llm.client import LLMCallError
     from star1.stages.pipeline import run_stages
 
-    cfg = _config(config, set_)
-    store = _store(cfg)
+    cfg = load(config, set_)
+    store = open_store(cfg)
     try:
         return run_stages(
             names, cfg, store, force, cfg.ray.enabled, lambda m: console.print(m, highlight=False)
@@ -153,21 +122,9 @@ def pipeline(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = Fa
     """Run every stage in order, skipping those whose manifests are current."""
     from star1.stages.pipeline import stage_names
 
-    cfg = _config(config, set_)
+    cfg = load(config, set_)
     results = _run_stages(stage_names(cfg), config, set_, force)
     store = results["export"].store
     console.print(f"[green]done[/green]: dataset {store.url('export/star1.json')}")
     print(store.url("export/star1.json"))
     print(store.url("export/README.md"))
-
-
-@app.command()
-def version() -> None:
-    """Print the star1 version."""
-    from star1 import __version__
-
-    print(__version__)
-
-
-def main() -> None:  # pragma: no cover
-    sys.exit(app())

@@ -1,0 +1,43 @@
+"""What every `star1` command shares: the app, the console, config and store loading with clean exits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from star1.config import ConfigError, Star1Config, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="STAR-1-style safety data, on Ray.")
+console = Console(stderr=True)
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "data" / "demo" / "demo.yaml"
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="run config YAML (default: bundled demo)")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override, e.g. --set collect.tfidf_threshold=0.5")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="redo even if the stored manifest is current")]
+
+
+def load(path: Path | None, overrides: list[str] | None) -> Star1Config:
+    """The run config (default: the bundled demo); a bad config exits with code 2 before any work."""
+    try:
+        return load_config(path or DEMO_CONFIG, overrides)
+    except ConfigError as e:
+        console.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+def open_store(cfg: Star1Config):
+    """The config's artifact store; a bad store URI exits with code 2."""
+    from star1.store import Store
+
+    try:
+        return Store.from_uri(cfg.store.uri, cfg.store.endpoint_url, cfg.store.region)
+    except (ValueError, OSError) as e:
+        console.print(f"[red]store error:[/red] {e}")
+        raise typer.Exit(2) from None

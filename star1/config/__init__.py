@@ -1,0 +1,61 @@
+"""Typed run configuration: one YAML file, `--set a.b=c` overrides, validated before any work starts.
+
+One module per section (`collect`, `llm`, `curate`, `runtime`, …), composed in `root.Star1Config`.
+Secrets never live here: S3 credentials come from the standard AWS environment variables (or a mounted
+Kubernetes Secret exported as them), model API keys from the env var each endpoint names.
+"""
+
+from star1.config.base import ConfigError, Strict
+from star1.config.collect import (
+    CollectConfig,
+    EmbeddingConfig,
+    FileLoader,
+    HFLoader,
+    Loader,
+    RowFilter,
+    SampleSpec,
+    SourceRef,
+    SourceSpec,
+)
+from star1.config.curate import CurateConfig
+from star1.config.llm import (
+    GENERATOR_SAMPLING,
+    LOCAL,
+    ROLES,
+    LLMConfig,
+    LocalModelConfig,
+    RoleConfig,
+    SamplingConfig,
+)
+from star1.config.loading import apply_override, load_config, load_yaml, parse_config
+from star1.config.root import Star1Config
+from star1.config.runtime import RayConfig, StoreConfig
+
+__all__ = [
+    "GENERATOR_SAMPLING",
+    "LOCAL",
+    "ROLES",
+    "CollectConfig",
+    "ConfigError",
+    "CurateConfig",
+    "EmbeddingConfig",
+    "FileLoader",
+    "HFLoader",
+    "LLMConfig",
+    "Loader",
+    "LocalModelConfig",
+    "RayConfig",
+    "RoleConfig",
+    "RowFilter",
+    "SampleSpec",
+    "SamplingConfig",
+    "SourceRef",
+    "SourceSpec",
+    "Star1Config",
+    "StoreConfig",
+    "Strict",
+    "apply_override",
+    "load_config",
+    "load_yaml",
+    "parse_config",
+]

@@ -1,0 +1,21 @@
+"""The composed run config: one section per subsystem, each in a module of its own."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from star1.config.base import Strict
+from star1.config.collect import CollectConfig
+from star1.config.curate import CurateConfig
+from star1.config.llm import LLMConfig
+from star1.config.runtime import RayConfig, StoreConfig
+
+
+class Star1Config(Strict):
+    run_name: str = "star1"
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    collect: CollectConfig | None = None
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    base_dir: str = Field(".", description="folder that relative paths in this config are resolved against")

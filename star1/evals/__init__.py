@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks as data, generation engines, scorers, per-sample results, reports."""
