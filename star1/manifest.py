@@ -60,7 +60,7 @@ def git_sha() -> str | None:
 
 class Manifest(BaseModel):
     stage: str
-    status: Literal["complete", "incomplete"] = "complete"
+    status: Literal["complete", "incomplete", "failed"] = "complete"
     fingerprint: str
     params: dict[str, Any]
     params_hash: str

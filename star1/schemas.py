@@ -17,7 +17,9 @@ PROMPT = pa.schema(
 )
 
 LABELLED = PROMPT.append(pa.field("category", pa.list_(pa.string()), nullable=False))
-CANDIDATE = LABELLED.append(pa.field("response", pa.string(), nullable=False))
+CANDIDATE = LABELLED.append(pa.field("response", pa.string(), nullable=False)).append(
+    pa.field("reasoning_source", pa.string())  # inline <think> in the content, or a reasoning field
+)
 SCORE = pa.struct(
     [
         pa.field(k, pa.int64())
@@ -37,6 +39,17 @@ BENIGN_SCORE = pa.struct(
     ]
 )
 BENIGN_SCORED = CANDIDATE.append(pa.field("benign_score", BENIGN_SCORE, nullable=False))
+
+FAILED = pa.schema(  # rows whose calls failed transiently: retried by the next run, never rejects
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_row", pa.int64()),
+        pa.field("prompt", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+    ]
+)
 
 REJECT = pa.schema(
     [

@@ -32,6 +32,20 @@ from star1.store import Store
 class IncompleteInput(RuntimeError):
     """An upstream output that no complete manifest vouches for."""
 
+    exit_code = 1
+
+
+class StageIncomplete(RuntimeError):
+    """A stage ended with rows whose calls failed transiently (outage, rate limits): rerun to retry them."""
+
+    exit_code = 3
+
+
+class StageFailed(RuntimeError):
+    """A stage did its work but its result fails a check (empty output, too many rejects)."""
+
+    exit_code = 4
+
 
 def producer_of(rel: str) -> str:
     """The stage that writes `rel` (its first path component: `score/data.parquet` → `score`)."""
@@ -53,6 +67,11 @@ def upstream(store: Store, rel: str, require_manifest: bool = True) -> dict[str,
             raise IncompleteInput(
                 f"{store.url(rel)} has no manifest: the `{stage}` run that wrote it did not finish; "
                 f"rerun `star1 {stage.replace('_', '-')}`"
+            )
+        if m.status == "failed":
+            raise IncompleteInput(
+                f"`{stage}` failed its checks ({m.failures.get('why', 'see its manifest')}); fix the cause "
+                f"and rerun `star1 {stage.replace('_', '-')}`"
             )
         if m.status != "complete":
             raise IncompleteInput(
@@ -156,6 +175,21 @@ class StageRun:
         """Record a run that could not do all its work: never skipped on rerun, refused downstream."""
         return self._write(
             "incomplete", outputs, counts, failures=failures, timings=timings, usage=usage, notes=notes
+        )
+
+    def failed(
+        self,
+        outputs: dict[str, dict[str, Any]],
+        counts: dict[str, Any],
+        why: str,
+        timings: dict[str, float] | None = None,
+        usage: dict[str, Any] | None = None,
+        notes: list[str] | None = None,
+    ) -> Manifest:
+        """Record a run whose result fails a check: kept for inspection, refused downstream, redone on rerun
+        (from the response cache, so a rerun after fixing the cause pays only for what changed)."""
+        return self._write(
+            "failed", outputs, counts, failures={"why": why}, timings=timings, usage=usage, notes=notes
         )
 
 

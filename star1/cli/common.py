@@ -10,6 +10,10 @@ from rich.console import Console
 
 from star1.config import ConfigError, Star1Config, load_config
 
+# exit codes: 1 error, 2 bad config, 3 a stage is incomplete (rerun to retry failed calls), 4 a stage's
+# result failed its checks (empty, too many rejects)
+EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_FAILED = 2, 3, 4
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="STAR-1-style safety data, on Ray.")
 console = Console(stderr=True)
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "data" / "demo" / "demo.yaml"

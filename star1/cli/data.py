@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from star1.cli.common import ConfigOpt, ForceOpt, SetOpt, app, console, load, open_store
+from star1.cli.common import (
+    EXIT_FAILED,
+    EXIT_INCOMPLETE,
+    ConfigOpt,
+    ForceOpt,
+    SetOpt,
+    app,
+    console,
+    load,
+    open_store,
+)
 from star1.config import ConfigError
 from star1.sources.readers import SourceError
 
@@ -78,24 +88,43 @@ def collect(
     print(result.url("pool"))
 
 
-def _run_stages(names: list[str], config: Path | None, set_: list[str] | None, force: bool) -> dict:
+def _run_stages(
+    names: list[str], config: Path | None, set_: list[str] | None, force: bool, accept_failures: bool = False
+) -> dict:
     from star1.llm.client import LLMCallError
+    from star1.stage_run import StageFailed, StageIncomplete
     from star1.stages.pipeline import run_stages
 
-    cfg = load(config, set_)
+    cfg = load(config, [*(set_ or []), *(["curate.accept_failures=1.0"] if accept_failures else [])])
     store = open_store(cfg)
     try:
         return run_stages(
             names, cfg, store, force, cfg.ray.enabled, lambda m: console.print(m, highlight=False)
         )
+    except StageIncomplete as e:
+        console.print(f"[yellow]incomplete:[/yellow] {e}")
+        raise typer.Exit(EXIT_INCOMPLETE) from None
+    except StageFailed as e:
+        console.print(f"[red]failed:[/red] {e}")
+        raise typer.Exit(EXIT_FAILED) from None
     except (SourceError, ConfigError, FileNotFoundError, LLMCallError, RuntimeError, TimeoutError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
 
 
+AcceptOpt = Annotated[
+    bool,
+    typer.Option(
+        "--accept-failures", help="record rows whose calls failed (outages, limits) as rejects and finish"
+    ),
+]
+
+
 def _stage_command(name: str, doc: str) -> None:
-    def command(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
-        result = _run_stages([name], config, set_, force)[name]
+    def command(
+        config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, accept: AcceptOpt = False
+    ) -> None:
+        result = _run_stages([name], config, set_, force, accept)[name]
         print(result.url())
 
     command.__doc__ = doc
@@ -110,20 +139,25 @@ _stage_command("export", "Write STAR-1-format JSON/Parquet and a dataset card.")
 
 
 @app.command()
-def benign(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+def benign(
+    config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, accept: AcceptOpt = False
+) -> None:
     """Benign add-on: rewrite selected prompts into harmless look-alikes, answer, judge (keep all-5)."""
     from star1.stages.pipeline import BENIGN
 
-    print(_run_stages(list(BENIGN), config, set_, force)["benign_score"].url())
+    print(_run_stages(list(BENIGN), config, set_, force, accept)["benign_score"].url())
 
 
 @app.command()
-def pipeline(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
-    """Run every stage in order, skipping those whose manifests are current."""
+def pipeline(
+    config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, accept: AcceptOpt = False
+) -> None:
+    """Run every stage in order, skipping those whose manifests are current; stop at the first stage that
+    is incomplete or fails its checks (exit 3 / 4)."""
     from star1.stages.pipeline import stage_names
 
     cfg = load(config, set_)
-    results = _run_stages(stage_names(cfg), config, set_, force)
+    results = _run_stages(stage_names(cfg), config, set_, force, accept)
     store = results["export"].store
     console.print(f"[green]done[/green]: dataset {store.url('export/star1.json')}")
     print(store.url("export/star1.json"))

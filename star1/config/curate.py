@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from star1.config.base import Strict
@@ -18,6 +20,22 @@ class CurateConfig(Strict):
         description="hold the actors until the whole pool has started, at most this long (so early actors "
         "do not spend a burst budget alone); past it the started ones go ahead; 0: each goes as it starts",
     )
+    other: Literal["drop", "strip"] = Field(
+        "drop",
+        description="drop: items whose labels include 'Other' are dropped (the paper); strip: 'Other' is "
+        "removed from mixed label lists and the item kept",
+    )
+    accept_failures: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of rows whose calls may fail (outages) and be recorded as rejects; above it the "
+        "stage ends incomplete and a rerun retries only those rows",
+    )
+    max_reject_share: float = Field(
+        0.5, ge=0, le=1, description="a model stage rejecting more than this share of its rows fails"
+    )
+    limiter_idle_exit_s: float = Field(900, gt=0, description="a shared limiter actor exits unused this long")
     select_threshold: int = Field(10, ge=0, le=10, description="every score must reach this (paper: 10)")
     select_n: int = Field(1000, ge=1)
     benign: bool = Field(True, description="build the benign add-on (STAR-benign-915 style)")

@@ -31,6 +31,17 @@ class SamplingConfig(Strict):
         return p
 
 
+class BatchConfig(Strict):
+    """`mode: batch`: an OpenAI-style Batch API (JSONL upload → batch create → poll → download)."""
+
+    max_requests: int = Field(50_000, gt=0, description="requests per batch file (OpenAI: 50,000)")
+    max_bytes: int = Field(190_000_000, gt=0, description="bytes per batch file (OpenAI: 200 MB)")
+    completion_window: str = "24h"
+    poll_s: float = Field(30.0, gt=0, description="seconds between status polls")
+    max_rounds: int = Field(10, ge=1, description="rounds of batches (re-asks, retries, expired requests)")
+    discount: float = Field(0.5, ge=0, le=1, description="price multiplier for batch calls")
+
+
 class RoleConfig(Strict):
     """An OpenAI-compatible endpoint used for one role (classifier, generator, judge, rewriter)."""
 
@@ -42,11 +53,25 @@ class RoleConfig(Strict):
     timeout_s: float = Field(300.0, gt=0)
     max_attempts: int = Field(8, ge=1)
     concurrency: int = Field(16, ge=1, description="requests in flight per worker")
-    rpm: int | None = Field(None, gt=0, description="requests per sliding minute, shared by all workers")
-    tpm: int | None = Field(None, gt=0, description="tokens per sliding minute, shared by all workers")
-    rps: int | None = Field(None, gt=0, description="requests per strict rolling second")
-    structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
+    rpm: int | None = Field(None, gt=0, description="requests per minute, paced evenly (shared by workers)")
+    tpm: int | None = Field(None, gt=0, description="tokens per minute, paced evenly (shared by workers)")
+    rps: int | None = Field(None, gt=0, description="requests per second, paced evenly")
+    burst: int = Field(1, ge=1, description="requests that may go at once before pacing applies")
+    limit_window: bool = Field(
+        False,
+        description="opt-in: treat rpm/tpm as sliding 60 s windows that may be spent in a burst (only for "
+        "providers documented to allow it); default: paced rates",
+    )
+    adaptive_limits: bool = Field(True, description="lower the rate on 429s and recover (AIMD)")
+    structured_output: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema", description="steps down by itself when the endpoint refuses a mode"
+    )
     reasks: int = Field(2, ge=0, description="re-asks when output does not parse")
+    resample_truncated: int = Field(
+        10, ge=1, description="samples per call when a complete answer is required (paper: 10)"
+    )
+    mode: Literal["online", "batch"] = "online"
+    batch: BatchConfig = Field(default_factory=BatchConfig)
     price_in_per_mtok: float | None = Field(None, ge=0)
     price_out_per_mtok: float | None = Field(None, ge=0)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)

@@ -53,8 +53,11 @@ def extract_json(text: str) -> Any:
     raise ParseError("no JSON value found")
 
 
-def parse_categories(text: str, allowed: list[str], other: str = "Other") -> list[str]:
-    """An ordered, de-duplicated list of allowed labels (case/space-insensitive), e.g. from `["A", "B"]`."""
+def parse_categories(
+    text: str, allowed: list[str], other: str = "Other", strip_other: bool = False
+) -> list[str]:
+    """An ordered, de-duplicated list of allowed labels (case/space-insensitive), e.g. from `["A", "B"]`.
+    `strip_other` removes `other` from a list that has real labels too."""
     value = extract_json(text)
     if isinstance(value, dict):
         value = value.get("categories", value.get("category"))
@@ -70,7 +73,7 @@ def parse_categories(text: str, allowed: list[str], other: str = "Other") -> lis
             raise ParseError(f"unknown category {item!r}")
         if label not in out:
             out.append(label)
-    if other in out and len(out) > 1:
+    if strip_other and other in out and len(out) > 1:
         out.remove(other)
     return out
 

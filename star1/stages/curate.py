@@ -17,8 +17,8 @@ import pyarrow as pa
 
 from star1.config import Star1Config
 from star1.manifest import Manifest
-from star1.schemas import BENIGN_SCORED, CANDIDATE, LABELLED, REJECT, SCORED, to_table
-from star1.stage_run import StageRun, upstream
+from star1.schemas import BENIGN_SCORED, CANDIDATE, FAILED, LABELLED, REJECT, SCORED, to_table
+from star1.stage_run import StageFailed, StageIncomplete, StageRun, describe_failures, upstream
 from star1.stages.llm_runner import STAT_FIELDS, run_task
 from star1.stages.select_rows import composition, diversity_prune, split_by_score
 from star1.stages.tasks import TASKS
@@ -48,6 +48,11 @@ EXECUTION_ONLY = {
     "rps",
     "price_in_per_mtok",
     "price_out_per_mtok",
+    "burst",
+    "limit_window",
+    "adaptive_limits",
+    "mode",
+    "batch",
 }
 
 
@@ -81,6 +86,24 @@ def _reject_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def write_outputs(run: StageRun, kept: list[dict], rejects: list[dict], schema: pa.Schema) -> None:
+    out = outputs(run.stage)
+    run.store.write_table(out["data"], to_table(kept, schema))
+    run.store.write_table(out["rejects"], to_table(rejects, REJECT))
+
+
+def _output_uris(run: StageRun, failed: bool = False) -> dict[str, dict[str, Any]]:
+    out = {k: {"uri": run.store.url(v)} for k, v in outputs(run.stage).items()}
+    if failed:
+        out["failed"] = {"uri": run.store.url(f"{run.stage}/failed.parquet")}
+    return out
+
+
+def _counts(n_in: int, kept: list[dict], rejects: list[dict]) -> dict[str, Any]:
+    reasons = Counter(r["rule"] for r in rejects)
+    return {"in": n_in, "out": len(kept), "rejected": dict(sorted(reasons.items()))}
+
+
 def _finish(
     run: StageRun,
     kept: list[dict],
@@ -90,23 +113,24 @@ def _finish(
     usage: dict,
     timings: dict,
     extra_counts: dict | None = None,
+    notes: list[str] | None = None,
 ) -> Manifest:
     if n_in != len(kept) + len(rejects):
         raise AssertionError(f"{run.stage}: {n_in} rows in but {len(kept)} out + {len(rejects)} rejected")
-    store, out = run.store, outputs(run.stage)
-    store.write_table(out["data"], to_table(kept, schema))
-    store.write_table(out["rejects"], to_table(rejects, REJECT))
-    reasons = Counter(r["rule"] for r in rejects)
-    counts = {"in": n_in, "out": len(kept), "rejected": dict(sorted(reasons.items())), **(extra_counts or {})}
-    return run.complete({k: {"uri": store.url(v)} for k, v in out.items()}, counts, timings, usage)
+    write_outputs(run, kept, rejects, schema)
+    counts = {**_counts(n_in, kept, rejects), **(extra_counts or {})}
+    return run.complete(_output_uris(run), counts, timings, usage, notes)
 
 
 def run_model_stage(
     stage: str, cfg: Star1Config, store: Store, force: bool = False, use_ray: bool = True, log: LogFn = print
 ) -> StageResult:
-    """One of MODEL_STAGES: classify, generate, score, or a benign add-on stage."""
+    """One of MODEL_STAGES: classify, generate, score, or a benign add-on stage. Raises StageIncomplete when
+    rows' calls failed transiently (nothing of theirs is rejected; a rerun retries only them) and StageFailed
+    when the output is empty or too much of the input was rejected."""
     input_rel, schema = MODEL_STAGES[stage]
-    task = TASKS[stage]()
+    options = {"other": cfg.curate.other} if stage in ("classify", "generate") else {}
+    task = TASKS[stage](options=options)
     role_cfg = cfg.llm.role(task.role)
     inputs = [upstream(store, input_rel)]
     exclude = EXECUTION_ONLY | ({"base_url"} if role_cfg.endpoint_id else set())
@@ -114,12 +138,31 @@ def run_model_stage(
         "role": task.role,
         "endpoint": role_cfg.model_dump(mode="json", exclude=exclude),
         "template_hash": task.template_hash(),
+        **options,
     }
     with StageRun(store, stage, ALGORITHM, params, inputs, list(outputs(stage).values()), force) as run:
         if run.previous is not None:
             log(f"{stage}: up to date ({run.url})")
             return StageResult(stage, True, run.previous, store)
         return _run_model_stage(run, input_rel, schema, task, role_cfg, cfg, use_ray, log)
+
+
+def _usage(done: list[dict[str, Any]], role: str, model: str) -> dict[str, Any]:
+    """The role's usage, summed from the rows' own call statistics (which are then removed)."""
+    u: dict[str, Any] = {f[1:]: sum(r.get(f, 0) for r in done) for f in STAT_FIELDS}
+    u["cost_usd"] = round(u["cost_usd"], 6)
+    formats = Counter(r["_format"] for r in done if r.get("_format"))
+    if formats:
+        u["structured_output"] = dict(sorted(formats.items()))
+    for r in done:
+        for f in (*STAT_FIELDS, "_format", "_fallbacks"):
+            r.pop(f, None)
+    return {role: {"model": model, **u}}
+
+
+def _failed_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keep = ("id", "source", "source_row", "prompt")
+    return [{**{k: r.get(k) for k in keep}, "reason": r["_failed"], "detail": r.get("_detail")} for r in rows]
 
 
 def _run_model_stage(
@@ -134,7 +177,7 @@ def _run_model_stage(
 ) -> StageResult:
     stage, store = run.stage, run.store
     rows = store.read_table(input_rel).to_pylist()
-    if use_ray:
+    if use_ray and role_cfg.mode != "batch":
         from star1.ray_utils import init_ray
 
         init_ray(cfg.ray)
@@ -150,24 +193,85 @@ def _run_model_stage(
         cfg.curate.actors,
         cfg.curate.batch_size,
         cfg.curate.actor_start_wait_s,
+        cfg.curate.limiter_idle_exit_s,
     )
     elapsed = round(time.perf_counter() - t0, 3)
-    usage_role = {f[1:]: sum(r.get(f, 0) for r in done) for f in STAT_FIELDS}
-    usage_role["cost_usd"] = round(usage_role["cost_usd"], 6)
-    usage = {task.role: {"model": role_cfg.model, **usage_role}}
-    for r in done:
-        for f in STAT_FIELDS:
-            r.pop(f, None)
-    kept = [r for r in done if not r.get("_reject")]
+    notes = sorted({n for r in done for n in r.get("_fallbacks", [])})
+    usage = _usage(done, task.role, role_cfg.model)
+    u = usage[task.role]
+    failed = [r for r in done if r.get("_failed")]
+    accepted = bool(failed) and len(failed) <= cfg.curate.accept_failures * len(rows)
+    if accepted:
+        notes.append(f"{len(failed)} row(s) whose calls failed were accepted as rejects (--accept-failures)")
+        for r in failed:
+            r["_reject"] = r.pop("_failed")
+        failed = []
+    kept = [r for r in done if not r.get("_reject") and not r.get("_failed")]
     rejects = _reject_rows([r for r in done if r.get("_reject")])
-    manifest = _finish(run, kept, rejects, schema, len(rows), usage, {"calls": elapsed})
-    log(
+    extra: dict[str, Any] = {}
+    if schema is CANDIDATE:
+        extra["reasoning_source"] = dict(Counter(r.get("reasoning_source") for r in kept))
+    summary = (
         f"{stage}: {len(rows)} in → {len(kept)} out, {len(rejects)} rejected "
-        f"{dict(manifest.counts['rejected'])}; {usage_role['requests']} requests, "
-        f"{usage_role['cache_hits']} cached, "
-        f"{usage_role['prompt_tokens']}+{usage_role['completion_tokens']} tokens"
+        f"{dict(sorted(Counter(r['rule'] for r in rejects).items()))}"
+        + (f", {len(failed)} failed" if failed else "")
+        + f"; {u['requests']} requests, {u['cache_hits']} cached, "
+        f"{u['prompt_tokens']}+{u['completion_tokens']} tokens"
     )
+    for note in notes:
+        log(f"{stage}: note: {note}")
+    if failed:
+        by_reason = dict(sorted(Counter(r["_failed"] for r in failed).items()))
+        store.write_table(f"{stage}/failed.parquet", to_table(_failed_rows(failed), FAILED))
+        write_outputs(run, kept, rejects, schema)
+        counts = {**_counts(len(rows), kept, rejects), "failed": by_reason, **extra}
+        rerun = f"star1 {stage.replace('_', '-')}"
+        run.incomplete(
+            _output_uris(run, failed=True),
+            counts,
+            {"rows": len(failed), "by_reason": by_reason, "rerun": rerun},
+            {"calls": elapsed},
+            usage,
+            notes,
+        )
+        log(summary)
+        raise StageIncomplete(
+            f"{stage} is incomplete: the calls of {len(failed)} of {len(rows)} rows failed "
+            f"({describe_failures({'by_reason': by_reason})}). Rerun `{rerun}` (same config) to retry only "
+            "those rows — every answered call comes from the cache — or add --accept-failures to record "
+            "them as rejects. Downstream stages refuse this output until then."
+        )
+    if len(failed) == 0 and store.exists(f"{stage}/failed.parquet"):
+        store.delete(f"{stage}/failed.parquet")
+    why = _check(kept, rejects, len(rows), cfg.curate.max_reject_share)
+    if why:
+        write_outputs(run, kept, rejects, schema)
+        run.failed(_output_uris(run), {**_counts(len(rows), kept, rejects), **extra}, why, None, usage, notes)
+        log(summary)
+        raise StageFailed(f"{stage} failed: {why}. Its outputs are kept for inspection under {run.url}")
+    manifest = _finish(run, kept, rejects, schema, len(rows), usage, {"calls": elapsed}, extra, notes)
+    log(summary)
     return StageResult(stage, False, manifest, store)
+
+
+# rejects that are decisions of the recipe, not defects of a call: they do not count against
+# `curate.max_reject_share` (an empty output still fails)
+POLICY_REJECTS = {"other_category", "only_other", "benign_below_5"}
+
+
+def _check(kept: list[dict], rejects: list[dict], n_in: int, max_share: float) -> str | None:
+    """Why a model stage's result must not be used, or None."""
+    if n_in and not kept:
+        reasons = dict(Counter(r["rule"] for r in rejects).most_common(3))
+        return f"no rows out of {n_in} (most common reject reasons: {reasons})"
+    defects = [r for r in rejects if r["rule"] not in POLICY_REJECTS]
+    if n_in and len(defects) / n_in > max_share:
+        reasons = dict(Counter(r["rule"] for r in defects).most_common(3))
+        return (
+            f"{len(defects)} of {n_in} rows rejected ({len(defects) / n_in:.0%} > curate.max_reject_share "
+            f"{max_share:.0%}; {reasons})"
+        )
+    return None
 
 
 def run_select(cfg: Star1Config, store: Store, force: bool = False, log: LogFn = print) -> StageResult:

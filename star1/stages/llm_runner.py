@@ -1,8 +1,11 @@
-"""Run a task over rows: concurrently in one process, or over a Ray Data actor pool of CPU workers.
+"""Run a task over rows: concurrently in one process, over a Ray Data actor pool of CPU workers, or through a
+provider's Batch API.
 
-Every input row comes back exactly once, either with the task's new fields or with `_reject` set to a
-reason (`only_other`, `truncated`, `unparseable`, `rate_limited`, …) and `_detail`. Per-row call statistics
-(`_requests`, `_cache_hits`, tokens, cost) travel with the row, so usage adds up across any number of workers.
+Every input row comes back exactly once: with the task's new fields, with `_reject` (a reason that belongs
+to the row: `unparseable`, `truncated`, `client_error`, …), or with `_failed` (a transient call failure —
+`rate_limited`, `server_error`, `timeout`, `connection_error`, `bad_response` — that a rerun retries; never a
+reject by itself). Per-row call statistics (`_requests`, `_cache_hits`, tokens, cost) travel with the row,
+so usage adds up across any number of workers.
 """
 
 from __future__ import annotations
@@ -13,10 +16,17 @@ from typing import Any
 
 from star1.config import RoleConfig
 from star1.llm.cache import ResponseCache
-from star1.llm.client import Completion, LLMCallError, LLMClient, LocalLimiter, RayLimiter
-from star1.llm.limiter import Limits, shared_limiter
+from star1.llm.client import (
+    Completion,
+    Deferred,
+    LLMCallError,
+    LLMClient,
+    LocalLimiter,
+    RayLimiter,
+    SystemicError,
+)
+from star1.llm.limiter import Limits, limiter_actor_name, shared_limiter
 from star1.llm.parse import ParseError
-from star1.manifest import stable_hash
 from star1.stages.tasks import TASKS, Ask, Reject, Task
 from star1.store import Store
 
@@ -33,24 +43,34 @@ def response_format(ask: Ask, cfg: RoleConfig) -> dict[str, Any] | None:
 
 
 async def process_row(task: Task, row: dict[str, Any], client: LLMClient) -> dict[str, Any]:
+    """One row through its task. Raises `Deferred` (batch mode: a call is queued) and `SystemicError`."""
     out = dict(row)
     stats = {f: 0 for f in STAT_FIELDS}  # this row's own calls only (rows of a batch run concurrently)
 
-    async def call(messages: list[dict[str, str]], fmt: dict | None) -> Completion:
+    async def call(messages: list[dict[str, str]], fmt: dict | None, variant: int = 0) -> Completion:
         try:
-            done = await client.chat(messages, fmt)
+            done = await client.chat(messages, fmt, variant=variant)
         except LLMCallError as e:
             stats["_requests"] += e.attempts
-            stats["_retries"] += e.attempts - 1
+            stats["_retries"] += max(0, e.attempts - 1)
+            stats["_prompt_tokens"] += e.prompt_tokens
+            stats["_completion_tokens"] += e.completion_tokens
+            stats["_cost_usd"] += client.cfg.cost(e.prompt_tokens, e.completion_tokens)
             raise
-        if done.cached:
+        if done.cached and done.key not in client.fresh_batch_keys:
             stats["_cache_hits"] += 1
-        else:
-            stats["_requests"] += done.attempts
-            stats["_retries"] += done.attempts - 1
-            stats["_prompt_tokens"] += done.prompt_tokens
-            stats["_completion_tokens"] += done.completion_tokens
-            stats["_cost_usd"] += client.cfg.cost(done.prompt_tokens, done.completion_tokens)
+        else:  # paid in this run (online, or a batch result downloaded by this run)
+            attempts = max(done.attempts, 1)
+            p_tok = done.prompt_tokens + done.extra_prompt_tokens
+            c_tok = done.completion_tokens + done.extra_completion_tokens
+            stats["_requests"] += attempts
+            stats["_retries"] += attempts - 1
+            stats["_prompt_tokens"] += p_tok
+            stats["_completion_tokens"] += c_tok
+            stats["_cost_usd"] += client.cfg.cost(p_tok, c_tok) * (
+                client.cfg.batch.discount if done.from_batch else 1.0
+            )
+        out["_format"] = done.response_format
         return done
 
     try:
@@ -59,10 +79,17 @@ async def process_row(task: Task, row: dict[str, Any], client: LLMClient) -> dic
         fmt = response_format(ask, client.cfg)
         for attempt in range(client.cfg.reasks + 1):
             done = await call(messages, fmt)
-            if ask.require_stop and done.finish_reason != "stop":
-                raise Reject("truncated", f"finish_reason={done.finish_reason!r}")
+            if ask.require_stop:  # paper: re-sample truncated generations, keep only complete ones
+                variant = 0
+                while done.finish_reason != "stop" and variant + 1 < client.cfg.resample_truncated:
+                    variant += 1
+                    done = await call(messages, fmt, variant)
+                if done.finish_reason != "stop":
+                    raise Reject(
+                        "truncated", f"finish_reason={done.finish_reason!r} in {variant + 1} sample(s)"
+                    )
             try:
-                out.update(task.parse(row, done.text))
+                out.update(task.parse(row, done))
                 break
             except ParseError as e:
                 if attempt == client.cfg.reasks:
@@ -77,8 +104,13 @@ async def process_row(task: Task, row: dict[str, Any], client: LLMClient) -> dic
         out["_reject"], out["_detail"] = r.reason, r.detail
     except ParseError as e:
         out["_reject"], out["_detail"] = "unparseable_input", str(e)
+    except SystemicError:
+        raise
     except LLMCallError as e:
-        out["_reject"], out["_detail"] = e.reason, str(e)
+        if e.transient:
+            out["_failed"], out["_detail"] = e.reason, str(e)
+        else:
+            out["_reject"], out["_detail"] = e.reason, str(e)
     out.update(stats)
     return out
 
@@ -86,7 +118,8 @@ async def process_row(task: Task, row: dict[str, Any], client: LLMClient) -> dic
 async def process_rows(task: Task, rows: list[dict[str, Any]], client: LLMClient) -> list[dict[str, Any]]:
     """As many rows at a time as the client's in-flight window. Starting every row of a batch at once would
     keep the event loop busy preparing hundreds of prompts between a rate-limit grant and its send, so
-    requests would reach the provider later than granted (and bunched)."""
+    requests would reach the provider later than granted (and bunched). A systemic failure cancels the rest
+    and propagates."""
     out: list[dict[str, Any]] = [{} for _ in rows]
     todo = iter(enumerate(rows))
 
@@ -94,26 +127,39 @@ async def process_rows(task: Task, rows: list[dict[str, Any]], client: LLMClient
         for i, row in todo:  # one shared iterator: each row is taken once
             out[i] = await process_row(task, row, client)
 
-    await asyncio.gather(*(worker() for _ in range(min(len(rows), client.cfg.concurrency))))
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(len(rows), client.cfg.concurrency)):
+            group.create_task(worker())
     return out
 
 
+async def process_rows_deferring(
+    task: Task, rows: list[dict[str, Any]], client: LLMClient
+) -> list[dict[str, Any] | None]:
+    """Batch mode: each row runs until it needs a call that is not in the cache (None: deferred)."""
+
+    async def one(row: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return await process_row(task, row, client)
+        except Deferred:
+            return None
+
+    return list(await asyncio.gather(*(one(r) for r in rows)))
+
+
 def limits_of(cfg: RoleConfig) -> Limits:
-    return Limits(cfg.rpm, cfg.tpm, cfg.rps)
+    return Limits(
+        rpm=cfg.rpm,
+        tpm=cfg.tpm,
+        rps=cfg.rps,
+        burst=cfg.burst,
+        window=cfg.limit_window,
+        adaptive=cfg.adaptive_limits,
+    )
 
 
 def limiter_name(cfg: RoleConfig) -> str:
-    return (
-        "star1-limiter-"
-        + stable_hash(
-            {
-                "url": cfg.base_url.rstrip("/"),
-                "model": cfg.model,
-                "key_env": cfg.api_key_env,
-                "limits": limits_of(cfg).__dict__,
-            }
-        )[:16]
-    )
+    return limiter_actor_name(f"{cfg.base_url.rstrip('/')}|{cfg.model}|{cfg.api_key_env}", limits_of(cfg))
 
 
 class StartGate:
@@ -151,7 +197,7 @@ class TaskActor:
         self.task = TASKS[task](options=options)
         cfg = RoleConfig.model_validate(role_cfg)
         limits = limits_of(cfg)
-        limiter = RayLimiter(shared_limiter(limiter_name(cfg), limits)) if limits.active else None
+        limiter = RayLimiter(limiter_name(cfg), limits) if limits.active else None
         cache = ResponseCache(Store.from_uri(store_uri, **store_opts)) if store_uri else None
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
@@ -166,8 +212,34 @@ class TaskActor:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         rows = [json.loads(s) for s in batch["row"]]
-        out = self.loop.run_until_complete(process_rows(self.task, rows, self.client))
+        try:
+            out = self.loop.run_until_complete(process_rows(self.task, rows, self.client))
+        except* SystemicError as group:
+            raise group.exceptions[0] from None
+        fallbacks = list(self.client.usage.fallbacks)
+        for r in out:
+            r["_fallbacks"] = fallbacks
         return {"row": [json.dumps(r, ensure_ascii=False) for r in out]}
+
+
+def _systemic_cause(exc: BaseException) -> SystemicError | None:
+    """The SystemicError inside whatever Ray wrapped it in (task error, Ray Data's user-code error)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, SystemicError):
+            return e
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+        if isinstance(e, BaseExceptionGroup):
+            todo += list(e.exceptions)
+    text = str(exc)
+    if "SystemicError" in text:  # the error crossed a process boundary as text only
+        return SystemicError("systemic", text.split("SystemicError:")[-1].strip()[:500], 0)
+    return None
 
 
 def run_task(
@@ -180,13 +252,16 @@ def run_task(
     actors: int = 1,
     batch_size: int = 64,
     start_wait_s: float = 120,
+    limiter_idle_exit_s: float = 900,
 ) -> list[dict[str, Any]]:
-    """All rows back, in input order, each with new fields or `_reject`. With Ray, no actor takes a batch
-    until the whole pool has started or `start_wait_s` has passed (0: each goes as it starts): actors start
-    seconds apart, and the first ones would otherwise spend a burst budget alone at a fraction of the
-    pool's rate."""
+    """All rows back, in input order, each with new fields, `_reject` or `_failed`. With Ray, no actor takes a
+    batch until the whole pool has started or `start_wait_s` has passed (0: each goes as it starts): actors
+    start seconds apart, and the first ones would otherwise spend a burst budget alone at a fraction of the
+    pool's rate. Raises SystemicError when the endpoint fails every first call alike."""
     if not rows:
         return []
+    if cfg.mode == "batch":
+        return _run_batch(task, rows, cfg, store)
     if not use_ray:
 
         async def go() -> list[dict[str, Any]]:
@@ -199,9 +274,14 @@ def run_task(
                 task.template_hash(),
             )
             try:
-                return await process_rows(task, rows, client)
+                out = await process_rows(task, rows, client)
+            except* SystemicError as group:
+                raise group.exceptions[0] from None
             finally:
                 await client.aclose()
+            for r in out:
+                r["_fallbacks"] = list(client.usage.fallbacks)
+            return out
 
         return asyncio.run(go())
 
@@ -209,7 +289,7 @@ def run_task(
 
     limits = limits_of(cfg)
     if limits.active:  # start the shared limiter before the workers, so none waits for it to spawn
-        ray.get(shared_limiter(limiter_name(cfg), limits).stats.remote())
+        ray.get(shared_limiter(limiter_name(cfg), limits, limiter_idle_exit_s).stats.remote())
     # rows travel as JSON strings (their nested fields vary by stage), tagged with their position
     items = [{"row": json.dumps({**r, "_i": i}, ensure_ascii=False)} for i, r in enumerate(rows)]
     # whole batches per block: a partial extra block would run alone on one actor after the others finish
@@ -232,6 +312,11 @@ def run_task(
     )
     try:
         taken = out.take_all()
+    except Exception as e:
+        cause = _systemic_cause(e)
+        if cause is not None:
+            raise cause from None
+        raise
     finally:
         if gate is not None:
             ray.kill(gate)
@@ -241,3 +326,24 @@ def run_task(
     for r in got:
         del r["_i"]
     return got
+
+
+def _run_batch(task: Task, rows: list[dict[str, Any]], cfg: RoleConfig, store: Store | None) -> list[dict]:
+    """Rounds through the provider's Batch API (see star1.llm.batch), in this process."""
+    from star1.llm.batch import BatchRunner
+
+    if store is None:
+        raise ValueError("batch mode needs a store (batch ids and results are kept there)")
+
+    async def go() -> list[dict[str, Any]]:
+        client = LLMClient(task.role, cfg, ResponseCache(store), None, task.template_hash())
+        runner = BatchRunner(client, store, f"batches/{task.name}")
+        try:
+            out = await runner.run(lambda pending: process_rows_deferring(task, pending, client), rows)
+        finally:
+            await client.aclose()
+        for r in out:
+            r["_fallbacks"] = list(client.usage.fallbacks)
+        return out
+
+    return asyncio.run(go())

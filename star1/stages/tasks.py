@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from star1 import prompts
+from star1.llm.client import Completion
 from star1.llm.parse import ParseError, parse_categories, parse_scores, split_think
 from star1.policies import CATEGORIES, OTHER, policies_for, policies_hash
 from star1.sources.load import prompt_id
@@ -33,6 +34,20 @@ class Ask:
     messages: list[dict[str, str]]
     schema: dict[str, Any] | None = None  # JSON schema for structured output, when the task has one
     require_stop: bool = False  # reject completions cut off by max_tokens
+
+
+def reasoning_response(done: Completion) -> dict[str, Any]:
+    """`<think>\n…\n</think>\n\nanswer` from the content (inline thinking, as R1 through NIM returns it) or
+    rebuilt from the reasoning field a server returned beside it (DeepSeek's API, vLLM's reasoning parsers),
+    with which form was used."""
+    text, source = done.text, "inline"
+    if done.reasoning and "<think>" not in text:
+        text, source = f"<think>\n{done.reasoning.strip()}\n</think>\n\n{text.strip()}", "reasoning_field"
+    try:
+        split_think(text)
+    except ParseError as e:
+        raise Reject("no_think_block", str(e)) from None
+    return {"response": text, "reasoning_source": source}
 
 
 def _user(text: str) -> list[dict[str, str]]:
@@ -64,7 +79,7 @@ class Task:
     def ask(self, row: dict[str, Any]) -> Ask:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def parse(self, row: dict[str, Any], text: str) -> dict[str, Any]:  # pragma: no cover - abstract
+    def parse(self, row: dict[str, Any], done: Completion) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -93,14 +108,17 @@ class ClassifyTask(Task):
         )
         return Ask(_user(text), self.SCHEMA)
 
-    def parse(self, row: dict[str, Any], text: str) -> dict[str, Any]:
-        return {"category": parse_categories(text, list(CATEGORIES), OTHER)}
+    def parse(self, row: dict[str, Any], done: Completion) -> dict[str, Any]:
+        strip = self.options.get("other", "drop") == "strip"
+        return {"category": parse_categories(done.text, list(CATEGORIES), OTHER, strip_other=strip)}
 
 
 class GenerateTask(Task):
     name, role, templates, uses_policies = "generate", "generator", ("generate",), True
 
     def ask(self, row: dict[str, Any]) -> Ask:
+        if OTHER in row["category"] and self.options.get("other", "drop") == "drop":
+            raise Reject("other_category", "labelled 'Other': the paper drops such items (curate.other)")
         cats = [c for c in row["category"] if c != OTHER]
         if not cats:
             raise Reject("only_other", "labelled only 'Other': no policy to reason with")
@@ -109,12 +127,8 @@ class GenerateTask(Task):
             require_stop=True,
         )
 
-    def parse(self, row: dict[str, Any], text: str) -> dict[str, Any]:
-        try:
-            split_think(text)
-        except ParseError as e:
-            raise Reject("no_think_block", str(e)) from None
-        return {"response": text}  # verbatim: <think>…</think> + final answer
+    def parse(self, row: dict[str, Any], done: Completion) -> dict[str, Any]:
+        return reasoning_response(done)
 
 
 class ScoreTask(Task):
@@ -132,8 +146,8 @@ class ScoreTask(Task):
         )
         return Ask(_user(text), _score_schema(SCORE_KEYS, 0, 10))
 
-    def parse(self, row: dict[str, Any], text: str) -> dict[str, Any]:
-        return {"score": parse_scores(text, list(SCORE_KEYS), 0, 10)}
+    def parse(self, row: dict[str, Any], done: Completion) -> dict[str, Any]:
+        return {"score": parse_scores(done.text, list(SCORE_KEYS), 0, 10)}
 
 
 class RewriteTask(Task):
@@ -142,8 +156,8 @@ class RewriteTask(Task):
     def ask(self, row: dict[str, Any]) -> Ask:
         return Ask(_user(prompts.render("rewrite", instruction=row["prompt"])), require_stop=True)
 
-    def parse(self, row: dict[str, Any], text: str) -> dict[str, Any]:
-        out = text.strip().strip('"').strip()
+    def parse(self, row: dict[str, Any], done: Completion) -> dict[str, Any]:
+        out = done.text.strip().strip('"').strip()
         if not out:
             raise ParseError("empty rewrite")
         meta = json.dumps(
@@ -166,12 +180,8 @@ class BenignAnswerTask(Task):
     def ask(self, row: dict[str, Any]) -> Ask:
         return Ask(_user(row["prompt"]), require_stop=True)
 
-    def parse(self, row: dict[str, Any], text: str) -> dict[str, Any]:
-        try:
-            split_think(text)
-        except ParseError as e:
-            raise Reject("no_think_block", str(e)) from None
-        return {"response": text}
+    def parse(self, row: dict[str, Any], done: Completion) -> dict[str, Any]:
+        return reasoning_response(done)
 
 
 class BenignScoreTask(Task):
@@ -183,8 +193,8 @@ class BenignScoreTask(Task):
         text = prompts.render("benign_score", instruction=row["prompt"], thinking=thinking, answer=answer)
         return Ask(_user(text), _score_schema(BENIGN_KEYS, 1, 5))
 
-    def parse(self, row: dict[str, Any], text: str) -> dict[str, Any]:
-        scores = parse_scores(text, list(BENIGN_KEYS), 1, 5)
+    def parse(self, row: dict[str, Any], done: Completion) -> dict[str, Any]:
+        scores = parse_scores(done.text, list(BENIGN_KEYS), 1, 5)
         if min(scores.values()) < 5:  # paper §4.3: keep only all-5 samples
             raise Reject("benign_below_5", json.dumps(scores))
         return {"benign_score": scores}
