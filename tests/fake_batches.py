@@ -6,6 +6,7 @@ control time by polling. `plan` (consumed one entry per created batch) makes a b
 - `ok`: every request answered through the server's chat logic (its responders and structured output);
 - `expire`: only the first half answered; the rest are in the error file with `batch_expired`;
 - `fail`: status `failed` at validation (`errors.data` says why), no output;
+The chat server's `plan` content faults (malformed_json, truncated, empty) apply to batch lines too.
 Per-request errors: a request whose last message contains a marker in `line_faults` gets the scripted
 status codes attempt by attempt (e.g. {"BATCH500": ["500", "ok"]}) as lines of the error file.
 """
@@ -187,7 +188,10 @@ class BatchAPI:
                     }
                 )
                 continue
-            completion = self.server.complete(body)
+            fault = self.server._planned(body)  # content faults of the chat plan apply to batch lines too
+            completion = self.server.complete(
+                body, fault if fault in ("malformed_json", "truncated", "empty") else None
+            )
             out.append(
                 {
                     "id": rid,

@@ -34,6 +34,8 @@ def classifier(req: dict[str, Any]) -> str:
         return "no idea"
     cats = [c for k, c in KEYWORDS.items() if k in prompt.lower()]
     cats = list(dict.fromkeys(cats)) or ["Other"]
+    if "OTHERMIX" in prompt:
+        cats = [*cats, "Other"]
     return json.dumps({"categories": cats})
 
 

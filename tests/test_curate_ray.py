@@ -16,11 +16,15 @@ from tests.test_curate import PROMPTS, config, write_pool
 
 pytestmark = pytest.mark.slow
 STAGES = [*CURATE, "select", *BENIGN, "export"]
+PLAN = {
+    "generator-m:TRUNC": ["truncated"] * 40,  # 4 rows × the paper's 10 samples, all cut off
+    "classifier-m:GARBAGE": ["malformed_json"] * 100,
+}
 
 
 def test_pipeline_on_ray_with_shared_limit_faults_and_cache(tmp_path, ray_local):
     prompts = [f"{p} (variant {i})" for i in range(4) for p in PROMPTS]  # 48 rows
-    faults = Faults(p500=0.05, pdrop=0.02, rps=8, retry_after_s=0.2, plan={"TRUNC": ["truncated"] * 20})
+    faults = Faults(p500=0.05, pdrop=0.02, rps=8, retry_after_s=0.2, plan=PLAN)
     with FakeLLMServer(RESPONDERS, faults, seed=3) as srv:
         store = Store.from_uri(str(tmp_path))
         write_pool(store, prompts)
@@ -37,7 +41,7 @@ def test_pipeline_on_ray_with_shared_limit_faults_and_cache(tmp_path, ray_local)
         assert res["classify"].manifest.counts == {"in": 48, "out": 44, "rejected": {"unparseable": 4}}
         assert res["generate"].manifest.counts["rejected"] == {
             "no_think_block": 4,
-            "only_other": 4,
+            "other_category": 4,
             "truncated": 4,
         }
         # output order follows input order whatever actor answered

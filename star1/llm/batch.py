@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -85,13 +86,13 @@ class BatchRunner:
         return [self.store.read_json(p) for p in self.store.list(self.folder, suffix=".json")]
 
     def _save(self, record: dict[str, Any]) -> None:
-        self.store.write_json(f"{self.folder}/{record['batch_id']}.json", record)
+        self.store.write_json(f"{self.folder}/{record['record_id']}.json", record)
 
     async def submit_and_collect(self, requests: list[dict[str, Any]]) -> None:
         self.bodies.update({r["key"]: r["body"] for r in requests})
-        open_by_key = {k: rec for rec in self._records() if rec["state"] == "open" for k in rec["keys"]}
+        open_by_key = {k: rec for rec in self._records() if rec["state"] != "done" for k in rec["keys"]}
         resumed = {
-            open_by_key[r["key"]]["batch_id"]: open_by_key[r["key"]]
+            open_by_key[r["key"]]["record_id"]: open_by_key[r["key"]]
             for r in requests
             if r["key"] in open_by_key
         }
@@ -99,7 +100,11 @@ class BatchRunner:
         records = list(resumed.values())
         if resumed:
             self.stats["resumed"] += len(resumed)
-            self.say(f"resuming {len(resumed)} batch(es) created by an earlier run: {sorted(resumed)}")
+            ids = sorted(r.get("batch_id", r["record_id"]) for r in resumed.values())
+            self.say(f"resuming {len(resumed)} batch(es) created by an earlier run: {ids}")
+        for rec in records:
+            if rec["state"] == "submitting":  # killed between upload and create: find it, or create it now
+                await self._adopt_or_create(rec)
         for chunk in self._chunks(fresh):
             records.append(await self._create(chunk))
         await asyncio.gather(*(self._finish(rec) for rec in records))
@@ -154,33 +159,54 @@ class BatchRunner:
         raise AssertionError("unreachable")
 
     async def _create(self, lines: list[bytes]) -> dict[str, Any]:
+        """Upload a batch file and create its batch. The record is saved before the create call (state
+        `submitting`, with a record id the batch carries in its metadata) and again after it (`open`), so a
+        job killed at any point finds its batch again instead of paying for it twice."""
         api = self.client.openai
         data = b"".join(lines)
         keys = [json.loads(x)["custom_id"] for x in lines]
-        name = f"star1-{self.folder.replace('/', '-')}-{int(time.time())}.jsonl"
+        record_id = uuid.uuid4().hex
+        name = f"star1-{self.folder.replace('/', '-')}-{record_id[:8]}.jsonl"
         f = await self._api(
             "upload", lambda: api.files.create(file=(name, data, "application/jsonl"), purpose="batch")
         )
+        record = {
+            "record_id": record_id,
+            "input_file_id": f.id,
+            "keys": keys,
+            "state": "submitting",
+            "created_at": time.time(),
+        }
+        self._save(record)
+        await self._submit(record)
+        self.say(f"batch {record['batch_id']}: created ({len(keys)} requests, {len(data)} bytes)")
+        return record
+
+    async def _submit(self, record: dict[str, Any]) -> None:
+        api = self.client.openai
         b = await self._api(
             "create",
             lambda: api.batches.create(
-                input_file_id=f.id,
+                input_file_id=record["input_file_id"],
                 endpoint="/v1/chat/completions",
                 completion_window=self.cfg.completion_window,  # type: ignore[arg-type]
-                metadata={"star1": self.folder},
+                metadata={"star1": self.folder, "star1_record": record["record_id"]},
             ),
         )
-        record = {
-            "batch_id": b.id,
-            "input_file_id": f.id,
-            "keys": keys,
-            "state": "open",
-            "created_at": time.time(),
-        }
-        self._save(record)  # before anything else: a killed job finds this batch again
+        record.update(batch_id=b.id, state="open")
+        self._save(record)
         self.stats["created"] += 1
-        self.say(f"batch {b.id}: created ({len(keys)} requests, {len(data)} bytes)")
-        return record
+
+    async def _adopt_or_create(self, record: dict[str, Any]) -> None:
+        api = self.client.openai
+        page = await self._api("list", lambda: api.batches.list(limit=100))
+        async for b in page:
+            if (b.metadata or {}).get("star1_record") == record["record_id"]:
+                record.update(batch_id=b.id, state="open")
+                self._save(record)
+                self.say(f"batch {b.id}: found again (created by an earlier run)")
+                return
+        await self._submit(record)
 
     async def _finish(self, record: dict[str, Any]) -> None:
         api = self.client.openai

@@ -194,6 +194,7 @@ def _run_model_stage(
         cfg.curate.batch_size,
         cfg.curate.actor_start_wait_s,
         cfg.curate.limiter_idle_exit_s,
+        log,
     )
     elapsed = round(time.perf_counter() - t0, 3)
     notes = sorted({n for r in done for n in r.get("_fallbacks", [])})

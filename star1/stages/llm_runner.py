@@ -253,6 +253,7 @@ def run_task(
     batch_size: int = 64,
     start_wait_s: float = 120,
     limiter_idle_exit_s: float = 900,
+    log: Any = None,
 ) -> list[dict[str, Any]]:
     """All rows back, in input order, each with new fields, `_reject` or `_failed`. With Ray, no actor takes a
     batch until the whole pool has started or `start_wait_s` has passed (0: each goes as it starts): actors
@@ -261,7 +262,7 @@ def run_task(
     if not rows:
         return []
     if cfg.mode == "batch":
-        return _run_batch(task, rows, cfg, store)
+        return _run_batch(task, rows, cfg, store, log)
     if not use_ray:
 
         async def go() -> list[dict[str, Any]]:
@@ -328,7 +329,9 @@ def run_task(
     return got
 
 
-def _run_batch(task: Task, rows: list[dict[str, Any]], cfg: RoleConfig, store: Store | None) -> list[dict]:
+def _run_batch(
+    task: Task, rows: list[dict[str, Any]], cfg: RoleConfig, store: Store | None, log: Any = None
+) -> list[dict]:
     """Rounds through the provider's Batch API (see star1.llm.batch), in this process."""
     from star1.llm.batch import BatchRunner
 
@@ -337,7 +340,8 @@ def _run_batch(task: Task, rows: list[dict[str, Any]], cfg: RoleConfig, store: S
 
     async def go() -> list[dict[str, Any]]:
         client = LLMClient(task.role, cfg, ResponseCache(store), None, task.template_hash())
-        runner = BatchRunner(client, store, f"batches/{task.name}")
+        say = (lambda m: log(f"{task.name}: {m}")) if log else None
+        runner = BatchRunner(client, store, f"batches/{task.name}", say)
         try:
             out = await runner.run(lambda pending: process_rows_deferring(task, pending, client), rows)
         finally:
