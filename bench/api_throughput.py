@@ -1,18 +1,24 @@
-"""Throughput against a rate-limited OpenAI-compatible server: how close to the provider's ceiling, how many
-rows lost, how many 429s per success.
+"""Throughput against providers that enforce their published limit in different ways: how close to the
+ceiling, how many rows lost, how many 429s per success — star1 as a user runs it, next to baselines.
 
-The test server (tests/fake_llm.py, in its own process so it does not share the driver's interpreter with
-Ray Data's executor) answers after a fixed latency and enforces 1,200 requests per minute
-one of two ways — a sliding 60 s window (bursts allowed) or a strict 20-per-rolling-second window — with
-429 + Retry-After beyond it, optionally failing 5% of requests with a 500. star1 runs the classify stage's
-calls through a Ray Data actor pool (1, 2, 4 workers) sharing one limiter actor configured with the
-provider's published limit.
+The test server (tests/fake_llm.py, in its own process) answers after a fixed latency and enforces 1,200
+requests per minute one of three ways:
+- `sliding`: a sliding 60 s window (a minute's budget may be spent in a burst);
+- `strict`: at most 20 in any rolling second;
+- `bucket`: a token bucket of 20, refilled at 20/s, with integer-second Retry-After only.
+Each runs under three conditions: the advertised limit configured (`rpm: 1200`), nothing configured, and the
+limit configured with 5% of requests failing with a 500 (a 500 still spends its slot at the provider).
 
-Reported per run: successful requests/s ÷ ceiling (strict window), finish time ÷ burst-optimal finish time
-(sliding window: the first 1,200 at once, the rest when the window frees), rows lost, 429s per success.
-Baseline in the same run: a plain asyncio client with the same concurrency and no limiter (`--baseline`).
+star1 runs exactly as a user would: `star1 classify` as a subprocess on a pool of `--prompts` rows (Ray start
+included in its wall time), with its shipped defaults (2 actors × 16 in flight) and tuned (4 actors × 32).
+Baselines on the same server: a plain asyncio client with the same in-flight window, and distilabel when
+`--distilabel PYTHON` names a virtualenv that has it. Every client gets the same retry budget
+(`--attempts`, 8 = star1's default) and the same definition of a lost row: one without a usable answer.
 
-    python bench/api_throughput.py [--prompts 2000] [--workers 1 2 4] [--latency 0.25]
+Reported: successful requests/s ÷ 20 over the provider's span (first request → last answer) and over the
+client's wall time, rows lost, 429s per success.
+
+    python bench/api_throughput.py [--prompts 2000] [--latency 0.25] [--json out.json] [--quick]
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -28,140 +37,131 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from star1.config import RoleConfig  # noqa: E402
-from star1.stages.llm_runner import run_task  # noqa: E402
-from star1.stages.tasks import ClassifyTask  # noqa: E402
+from star1.schemas import PROMPT, to_table  # noqa: E402
+from star1.stage_run import adopt  # noqa: E402
+from star1.store import Store  # noqa: E402
 from tests.fake_llm import FakeLLMProcess, Faults  # noqa: E402
 from tests.scripted import classifier  # noqa: E402
 
-LIMIT_RPM = 1200
+RPM, CEILING = 1200, 20.0
+MODELS = {
+    "sliding": {"rpm": RPM},
+    "strict": {"rps": 20},
+    "bucket": {"bucket": (20, 20.0), "retry_after_style": "seconds"},
+}
+CONDITIONS = {"rpm": ({"rpm": RPM}, 0.0), "none": ({}, 0.0), "rpm+500s": ({"rpm": RPM}, 0.05)}
+PROFILES = {"defaults": {}, "tuned": {"actors": 4, "concurrency": 32}}
 
 
-def role(srv: FakeLLMProcess, window: str, concurrency: int) -> RoleConfig:
-    limits = {"rpm": LIMIT_RPM} if window == "sliding" else {"rps": LIMIT_RPM // 60}
-    return RoleConfig(
-        base_url=srv.base_url,
-        model="classifier-m",
-        timeout_s=30,
-        max_attempts=20,
-        concurrency=concurrency,
-        **limits,
-    )
+def faults(model: str, p500: float, latency: float) -> Faults:
+    return Faults(latency_s=latency, p500=p500, **MODELS[model])
 
 
-def faults_for(window: str, p500: float, latency: float) -> Faults:
-    return Faults(
-        latency_s=latency,
-        p500=p500,
-        rpm=LIMIT_RPM if window == "sliding" else None,
-        rps=LIMIT_RPM // 60 if window == "strict" else None,
-    )
+def prompts(n: int) -> list[str]:
+    return [f"prompt number {i} about wifi" for i in range(n)]
 
 
-def optimal_finish(n: int, latency: float, window: str, in_flight: int) -> float:
-    """Best possible time from the first request to the last answer under the provider's limit, for `n`
-    requests that count against it (successes and injected 500s: a failed request still spends its slot)."""
-    if window == "strict":
-        return (n - 1) / (LIMIT_RPM / 60) + latency
-    burst = lambda k: (k / in_flight) * latency + latency  # noqa: E731 - bounded by in-flight slots
-    return burst(min(n, LIMIT_RPM)) if n <= LIMIT_RPM else 60.0 + burst(n - LIMIT_RPM)
-
-
-def summarize(
-    client: str,
-    window: str,
-    workers: int,
-    p500: float,
-    n: int,
-    ok: int,
-    returned: int,
-    wall: float,
-    srv: FakeLLMProcess,
-    latency: float,
-    in_flight: int,
-) -> dict:
-    """Rates over the wall clock (includes starting workers) and over the provider's view: first request
-    to last answer."""
+def summarize(client: str, model: str, cond: str, n: int, ok: int, wall: float, srv: FakeLLMProcess) -> dict:
     span = (srv.last_ok - srv.first_request) if srv.last_ok and srv.first_request else wall
     stats = srv.stats
-    slots = stats.get("requests", 0) - stats.get("429_enforced", 0)  # requests the provider counted
-    ceiling = LIMIT_RPM / 60
     return {
         "client": client,
-        "window": window,
-        "workers": workers,
-        "p500": p500,
+        "model": model,
+        "condition": cond,
         "rows": n,
         "ok": ok,
-        "rejected": returned - ok,
-        "lost": n - ok if client != "star1" else n - returned,
-        "wall_s": round(wall, 2),
+        "lost": n - ok,
         "span_s": round(span, 2),
-        "ceiling_frac": round(ok / span / ceiling, 3),
-        "ceiling_frac_wall": round(ok / wall / ceiling, 3),
-        "optimal_ratio": round(span / optimal_finish(slots, latency, window, in_flight), 3),
+        "wall_s": round(wall, 2),
+        "ceiling": round(ok / span / CEILING, 3),
+        "ceiling_wall": round(ok / wall / CEILING, 3),
         "429_per_success": round(stats.get("429", 0) / max(ok, 1), 4),
         "server": dict(stats),
     }
 
 
-def run_star1(n: int, workers: int, window: str, p500: float, latency: float, concurrency: int) -> dict:
-    rows = [
-        {"id": f"r{i}", "source": "bench", "prompt": f"prompt number {i} about wifi", "source_row": i}
-        for i in range(n)
-    ]
-    with FakeLLMProcess({"classifier-m": classifier}, faults_for(window, p500, latency), seed=workers) as srv:
+def run_star1(n: int, model: str, cond: str, profile: str, latency: float, attempts: int) -> dict:
+    limits, p500 = CONDITIONS[cond]
+    knobs = PROFILES[profile]
+    with (
+        tempfile.TemporaryDirectory(prefix="star1-bench-") as tmp,
+        FakeLLMProcess({"classifier-m": classifier}, faults(model, p500, latency)) as srv,
+    ):
+        store = Store.from_uri(f"{tmp}/store")
+        rows = [
+            {"id": f"r{i:05d}", "source": "bench", "prompt": p, "source_row": i, "source_meta": None}
+            for i, p in enumerate(prompts(n))
+        ]
+        adopt(store, "collect/pool.parquet", to_table(rows, PROMPT))
+        role = {
+            "base_url": srv.base_url,
+            "model": "classifier-m",
+            "api_key_env": None,
+            "max_attempts": attempts,
+        }
+        role.update(limits)
+        if "concurrency" in knobs:
+            role["concurrency"] = knobs["concurrency"]
+        cfg = {
+            "store": {"uri": f"{tmp}/store"},
+            "llm": {"classifier": role},
+            "curate": {"actors": knobs.get("actors", 2)},
+        }
+        Path(tmp, "run.yaml").write_text(json.dumps(cfg))
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ""}
         t0 = time.perf_counter()
-        out = run_task(
-            ClassifyTask(),
-            rows,
-            role(srv, window, concurrency),
-            None,
-            use_ray=True,
-            actors=workers,
-            batch_size=max(1, n // workers),
+        done = subprocess.run(
+            [sys.executable, "-m", "star1", "classify", "-c", f"{tmp}/run.yaml"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3600,
         )
         wall = time.perf_counter() - t0
-        ok = sum(1 for r in out if not r.get("_reject"))
-        return summarize(
-            "star1", window, workers, p500, n, ok, len(out), wall, srv, latency, workers * concurrency
-        )
+        m = store.read_json("classify/manifest.json") if store.exists("classify/manifest.json") else {}
+        ok = m.get("counts", {}).get("out", 0)
+        res = summarize(f"star1 {profile}", model, cond, n, ok, wall, srv)
+        res["exit_code"] = done.returncode
+        if done.returncode:
+            res["error"] = done.stderr[-400:]
+        return res
 
 
-def run_plain(n: int, window: str, p500: float, latency: float, concurrency: int) -> dict:
-    """Baseline: asyncio.gather with a semaphore and the SDK's own retries (2), no shared limiter."""
+def run_plain(n: int, model: str, cond: str, latency: float, attempts: int, in_flight: int) -> dict:
+    """Baseline: asyncio.gather under a semaphore, the SDK's own retries (same budget), no limiter."""
     from openai import AsyncOpenAI
 
-    with FakeLLMProcess({"classifier-m": classifier}, faults_for(window, p500, latency)) as srv:
+    p500 = CONDITIONS[cond][1]
+    with FakeLLMProcess({"classifier-m": classifier}, faults(model, p500, latency)) as srv:
 
         async def go() -> int:
-            client = AsyncOpenAI(base_url=srv.base_url, api_key="x", max_retries=2, timeout=30)
-            sem = asyncio.Semaphore(concurrency)
+            client = AsyncOpenAI(base_url=srv.base_url, api_key="x", max_retries=attempts - 1, timeout=30)
+            sem = asyncio.Semaphore(in_flight)
 
-            async def one(i: int) -> bool:
+            async def one(p: str) -> bool:
                 async with sem:
                     try:
-                        await client.chat.completions.create(
-                            model="classifier-m", messages=[{"role": "user", "content": f"prompt {i} wifi"}]
+                        r = await client.chat.completions.create(
+                            model="classifier-m", messages=[{"role": "user", "content": p}]
                         )
-                        return True
+                        return bool(r.choices[0].message.content)
                     except Exception:
                         return False
 
-            return sum(await asyncio.gather(*(one(i) for i in range(n))))
+            try:
+                return sum(await asyncio.gather(*(one(p) for p in prompts(n))))
+            finally:
+                await client.close()
 
         t0 = time.perf_counter()
         ok = asyncio.run(go())
-        return summarize(
-            "plain-asyncio", window, 1, p500, n, ok, n, time.perf_counter() - t0, srv, latency, concurrency
-        )
+        return summarize("plain asyncio", model, cond, n, ok, time.perf_counter() - t0, srv)
 
 
-def run_distilabel(python: str, n: int, window: str, p500: float, latency: float) -> dict:
+def run_distilabel(python: str, n: int, model: str, cond: str, latency: float, attempts: int) -> dict:
     """distilabel's OpenAILLM (in its own virtualenv) on the same workload and server."""
-    import subprocess
-
-    with FakeLLMProcess({"classifier-m": classifier}, faults_for(window, p500, latency)) as srv:
+    p500 = CONDITIONS[cond][1]
+    with FakeLLMProcess({"classifier-m": classifier}, faults(model, p500, latency)) as srv:
         t0 = time.perf_counter()
         proc = subprocess.run(
             [
@@ -171,6 +171,8 @@ def run_distilabel(python: str, n: int, window: str, p500: float, latency: float
                 srv.base_url,
                 "--prompts",
                 str(n),
+                "--max-retries",
+                str(attempts - 1),
             ],
             capture_output=True,
             text=True,
@@ -179,60 +181,62 @@ def run_distilabel(python: str, n: int, window: str, p500: float, latency: float
         wall = time.perf_counter() - t0
         lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
         ok = json.loads(lines[-1])["ok"] if lines else 0
-        res = summarize("distilabel", window, 1, p500, n, ok, n, wall, srv, latency, 50)
+        res = summarize("distilabel", model, cond, n, ok, wall, srv)
     if proc.returncode:
-        res["error"] = proc.stderr[-500:]
+        res["error"] = proc.stderr[-400:]
     return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=2000)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--windows", nargs="+", default=["strict", "sliding"], choices=["strict", "sliding"])
-    ap.add_argument("--p500", type=float, nargs="+", default=[0.0, 0.05])
     ap.add_argument("--latency", type=float, default=0.25)
-    ap.add_argument("--concurrency", type=int, default=32, help="in-flight requests per worker")
-    ap.add_argument("--baseline", action="store_true", help="also run a plain asyncio client")
+    ap.add_argument("--attempts", type=int, default=8, help="attempts per request, for every client")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    ap.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=list(PROFILES))
+    ap.add_argument("--no-baseline", action="store_true", help="skip the plain asyncio client")
     ap.add_argument("--distilabel", metavar="PYTHON", help="python of a virtualenv with distilabel[openai]")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    import ray
-
-    ray.init(
-        address="local", num_cpus=max(4, max(args.workers)), include_dashboard=False, log_to_driver=False
+    header = (
+        f"{'client':<16}{'provider':<9}{'configured':<11}{'ok/rows':>11}{'lost':>6}{'span s':>8}{'wall s':>8}"
+        f"{'ceiling':>9}{'(wall)':>8}{'429/ok':>8}"
     )
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    print(header, flush=True)
     results = []
-    print(
-        f"{'client':<14}{'window':<9}{'workers':>8}{'500s':>6}{'ok/rows':>12}{'lost':>6}{'wall s':>8}"
-        f"{'span s':>8}{'ceiling':>9}{'(wall)':>8}{'vs opt':>8}{'429/ok':>8}",
-        flush=True,
-    )
-    for window in args.windows:
-        for p500 in args.p500:
+    for model in args.models:
+        for cond in args.conditions:
             runs = [
-                partial(run_star1, args.prompts, w, window, p500, args.latency, args.concurrency)
-                for w in args.workers
+                partial(run_star1, args.prompts, model, cond, p, args.latency, args.attempts)
+                for p in args.profiles
             ]
-            if args.baseline:
-                runs.append(partial(run_plain, args.prompts, window, p500, args.latency, args.concurrency))
+            if not args.no_baseline:
+                runs.append(partial(run_plain, args.prompts, model, cond, args.latency, args.attempts, 32))
             if args.distilabel:
                 runs.append(
-                    partial(run_distilabel, args.distilabel, args.prompts, window, p500, args.latency)
+                    partial(
+                        run_distilabel,
+                        args.distilabel,
+                        args.prompts,
+                        model,
+                        cond,
+                        args.latency,
+                        args.attempts,
+                    )
                 )
             for run in runs:
                 r = run()
                 results.append(r)
                 print(
-                    f"{r['client']:<14}{window:<9}{r['workers']:>8}{p500:>6.2f}{r['ok']:>6}/{r['rows']:<5}"
-                    f"{r['lost']:>6}{r['wall_s']:>8}{r['span_s']:>8}{r['ceiling_frac']:>9}"
-                    f"{r['ceiling_frac_wall']:>8}{r['optimal_ratio']:>8}{r['429_per_success']:>8}",
+                    f"{r['client']:<16}{model:<9}{cond:<11}{r['ok']:>5}/{r['rows']:<5}{r['lost']:>6}"
+                    f"{r['span_s']:>8}{r['wall_s']:>8}{r['ceiling']:>9}{r['ceiling_wall']:>8}"
+                    f"{r['429_per_success']:>8}" + (f"  exit {r['exit_code']}" if r.get("exit_code") else ""),
                     flush=True,
                 )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+                if args.json:
+                    args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def main() -> None:
     ap.add_argument("--base-url", required=True)
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--input-batch-size", type=int, default=50)
+    ap.add_argument("--max-retries", type=int, default=7, help="the same retry budget as the other clients")
     args = ap.parse_args()
 
     from distilabel.models import OpenAILLM
@@ -31,7 +32,11 @@ def main() -> None:
         load = LoadDataFromDicts(data=rows, batch_size=args.input_batch_size)
         gen = TextGeneration(
             llm=OpenAILLM(
-                model="classifier-m", base_url=args.base_url, api_key="x", timeout=30, max_retries=6
+                model="classifier-m",
+                base_url=args.base_url,
+                api_key="x",
+                timeout=30,
+                max_retries=args.max_retries,
             ),
             input_batch_size=args.input_batch_size,
         )

@@ -2,7 +2,8 @@
 
 A `star1 generate` process runs against the test server (fixed latency); when half of the rows have been
 answered it is killed with SIGKILL. The rerun must re-use every call that finished (the response cache in
-the store) and may repeat at most the calls that were in flight when the process died.
+the store) and may repeat at most the calls that were in flight when the process died. Paid-twice calls
+are counted from the server's own log of request bodies, each matched to the row it belongs to.
 
     python bench/resume.py [--rows 400] [--concurrency 16] [--latency 0.1] [--ray]
 """
@@ -22,10 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from star1.config import parse_config  # noqa: E402
+from star1.llm.client import LLMClient  # noqa: E402
 from star1.schemas import LABELLED, to_table  # noqa: E402
 from star1.stage_run import adopt  # noqa: E402
+from star1.stages.tasks import GenerateTask  # noqa: E402
 from star1.store import Store  # noqa: E402
-from tests.fake_llm import FakeLLMServer, Faults  # noqa: E402
+from tests.fake_llm import FakeLLMServer, Faults, body_hash  # noqa: E402
 from tests.scripted import RESPONDERS, llm_config  # noqa: E402
 
 
@@ -64,8 +68,8 @@ def main() -> None:
         Path(tmp, "cfg.yaml").write_text(json.dumps(cfg))  # JSON is valid YAML
         cmd = [
             sys.executable,
-            "-c",
-            "from star1.cli import app; app()",
+            "-m",
+            "star1",
             "generate",
             "--config",
             f"{tmp}/cfg.yaml",
@@ -80,43 +84,51 @@ def main() -> None:
             time.sleep(0.01)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        time.sleep(
-            args.latency + 1.0
-        )  # requests in flight at the kill finish server-side; their answers are lost
-        answered = len(srv.prompts)  # distinct rows the server answered for the killed run
-        ok_before = srv.stats["ok"]
-        cached = len(store.list("cache/llm", suffix=".json"))
+        cached_at_kill = {p.rsplit("/", 1)[-1][:-5] for p in store.list("cache/llm", suffix=".json")}
+        time.sleep(args.latency + 1.0)  # requests in flight at the kill finish server-side; answers lost
+        answered_at_kill = len(srv.answered)
         print(
-            f"killed at {answered} answered calls of {args.rows} rows; {cached} responses were in the cache"
+            f"killed at {answered_at_kill} answered calls of {args.rows}; {len(cached_at_kill)} were cached"
         )
 
         t0 = time.perf_counter()
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"rerun failed:\n{done.stderr[-2000:]}")
-        rerun_calls = srv.stats["ok"] - ok_before
-        repeated = sum(1 for n in srv.prompts.values() if n > 1)
-        assert rerun_calls == (args.rows - answered) + repeated
-        lost_in_flight = answered - cached  # answered by the server, but the client died before caching them
+        rerun_s = time.perf_counter() - t0
+        # from the server's own log: which request bodies were answered more than once, and were they cached?
+        role = parse_config(cfg).llm.role("generator")
+        client = LLMClient("generator", role, template_hash=GenerateTask().template_hash())
+        task = GenerateTask(options={"other": "drop"})
+        key_of_body = {}
+        for r in rows:
+            msgs = task.ask(r).messages
+            key_of_body[body_hash(client.body(msgs, None))] = client.key(msgs, None)
+        twice = [h for h, n in srv.answered.items() if n > 1]
+        cached_twice = [h for h in twice if key_of_body.get(h) in cached_at_kill]
+        unknown = [h for h in srv.answered if h not in key_of_body]
         manifest = store.read_json("generate/manifest.json")
         window = args.concurrency * (2 if args.ray else 1)
         print(
-            f"rerun: {time.perf_counter() - t0:.1f} s, {manifest['counts']['out']} rows out, "
-            f"{manifest['usage']['generator']['cache_hits']} answers from the cache, {rerun_calls} new calls"
+            f"rerun: {rerun_s:.1f} s, {manifest['counts']['out']} rows out, "
+            f"{manifest['usage']['generator']['cache_hits']} answers from the cache"
         )
         print(
-            f"calls repeated: {repeated} (in flight or not yet cached when killed: {lost_in_flight}; "
-            f"in-flight window: {window}); cached calls repeated: {repeated - lost_in_flight}"
+            f"request bodies answered twice: {len(twice)} (in-flight window {window}); of them cached "
+            f"before the kill (paid twice for nothing): {len(cached_twice)}; not matched to a row: "
+            f"{len(unknown)}"
         )
         print(
             json.dumps(
                 {
                     "rows": args.rows,
-                    "answered_at_kill": answered,
-                    "cached_at_kill": cached,
-                    "repeated": repeated,
-                    "cached_repeated": repeated - lost_in_flight,
+                    "answered_at_kill": answered_at_kill,
+                    "cached_at_kill": len(cached_at_kill),
+                    "answered_twice": len(twice),
+                    "cached_answered_twice": len(cached_twice),
+                    "rows_out": manifest["counts"]["out"],
                     "window": window,
+                    "rerun_s": round(rerun_s, 2),
                 }
             )
         )

@@ -43,7 +43,7 @@ class Limits:
     margin: float = 0.02  # pace this fraction under the configured rate (arrival jitter)
     adaptive: bool = True  # AIMD on 429s
     decrease: float = 0.85  # rate multiplier per episode of 429s
-    recover_per_s: float = 0.05  # additive recovery, as a fraction of the rate at the last decrease
+    recover_per_s: float = 0.1  # additive recovery, as a fraction of the rate at the last decrease
     min_factor: float = 0.05  # never pace below this fraction of a configured rate
     min_pause_s: float = 2.0  # a Retry-After at least this long pauses every caller
 
@@ -152,8 +152,8 @@ class RateLimiter:
         if self.learned is None:  # the first 429 with no limit given: pace at what we were sending
             while self._recent and self._recent[0] < now - 2.0:
                 self._recent.popleft()
-            sending = max(len(self._recent) / 2.0, 1.0)
-            self.learned = _Pace(sending, self.limits.burst)
+            spent = max(now - self._recent[0], 0.25) if self._recent else 1.0
+            self.learned = _Pace(max(len(self._recent) / spent, 1.0), self.limits.burst)
         self.learned.rate = max(0.1, self.learned.rate * self.limits.decrease)
         self._at_decrease = (self.learned.rate, now)
 
