@@ -81,7 +81,8 @@ async def process_row(task: Task, row: dict[str, Any], client: LLMClient) -> dic
             done = await call(messages, fmt)
             if ask.require_stop:  # paper: re-sample truncated generations, keep only complete ones
                 variant = 0
-                while done.finish_reason != "stop" and variant + 1 < client.cfg.resample_truncated:
+                samples = client.cfg.resample_truncated if _samples_vary(client.cfg) else 1
+                while done.finish_reason != "stop" and variant + 1 < samples:
                     variant += 1
                     done = await call(messages, fmt, variant)
                 if done.finish_reason != "stop":
@@ -113,6 +114,11 @@ async def process_row(task: Task, row: dict[str, Any], client: LLMClient) -> dic
             out["_reject"], out["_detail"] = e.reason, str(e)
     out.update(stats)
     return out
+
+
+def _samples_vary(cfg: RoleConfig) -> bool:
+    """Whether asking again can give another answer (greedy decoding repeats itself)."""
+    return cfg.sampling.temperature is None or cfg.sampling.temperature > 0
 
 
 async def process_rows(task: Task, rows: list[dict[str, Any]], client: LLMClient) -> list[dict[str, Any]]:
