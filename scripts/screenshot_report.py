@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import json
 import os
 import select
@@ -55,6 +56,13 @@ INSPECT = """(async () => {
 })()"""
 
 
+def _high(fd: int) -> int:
+    """`fd` moved to a descriptor number ≥ 10 (bash redirects it; only our child inherits it)."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return moved
+
+
 class Chromium:
     """A headless Chromium with a DevTools-protocol session over a pipe (fd 3 in, fd 4 out)."""
 
@@ -63,6 +71,8 @@ class Chromium:
         self.profile = tempfile.mkdtemp(prefix="star1-chromium-")
         cmd_r, self._cmd_w = os.pipe()
         self._evt_r, evt_w = os.pipe()
+        # the child's end must not sit on fd 3 or 4 itself, or `3<&x 4>&y` would overwrite it
+        cmd_r, evt_w = (_high(fd) for fd in (cmd_r, evt_w))
         argv = [
             binary,
             *FLAGS,
@@ -72,7 +82,7 @@ class Chromium:
             "about:blank",
         ]
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", f'exec "$@" 3<&{cmd_r} 4>&{evt_w}', "sh", *argv],
+            ["bash", "-c", f'exec "$@" 3<&{cmd_r} 4>&{evt_w}', "bash", *argv],
             pass_fds=(cmd_r, evt_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -278,20 +288,15 @@ def build_demo(store_dir: Path, nights: int = 8) -> tuple[Any, list[Any]]:
     return store, [open_run(r1), base, nightly[4]]
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "report-demo")
-    ap.add_argument("--chromium", default=CHROMIUM)
-    args = ap.parse_args(argv)
+def shoot(out_dir: Path, chromium: str = CHROMIUM) -> dict[str, dict[str, Any]]:
+    """Render the demo scorecard and trend pages into `out_dir` and screenshot each beside it (`*.png`);
+    returns what Chromium saw on each page."""
     sys.path.insert(0, str(ROOT))
     from star1.evals.report import render_history, render_scorecard
     from star1.store import Store
 
-    if not Path(args.chromium).exists():
-        print(f"{args.chromium} not found: apt-get install -y chromium", file=sys.stderr)
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = Store.from_uri(str(args.out))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = Store.from_uri(str(out_dir))
     with tempfile.TemporaryDirectory(prefix="star1-demo-") as tmp:
         store, runs = build_demo(Path(tmp))
         _, card = render_scorecard(
@@ -303,14 +308,32 @@ def main(argv: list[str] | None = None) -> int:
             title="star1 scorecard — demo on synthetic runs",
         )
         _, trend = render_history(store, out=out, title="star1 nightly history — demo on synthetic runs")
-    with Chromium(args.chromium) as browser:
+    seen = {}
+    with Chromium(chromium) as browser:
         for page in (card, trend):
             html = Path(page)
-            info = browser.render(html, html.with_suffix(".png"))
-            print(json.dumps({"page": html.name, **info}, indent=1))
-            if info["requests"]:
-                print(f"{html.name}: requests left the machine: {info['requests']}", file=sys.stderr)
-                return 1
+            seen[html.name] = browser.render(html, html.with_suffix(".png"))
+    return seen
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "report-demo")
+    ap.add_argument("--chromium", default=CHROMIUM)
+    args = ap.parse_args(argv)
+    if not Path(args.chromium).exists():
+        print(f"{args.chromium} not found: apt-get install -y chromium", file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    seen = shoot(args.out, args.chromium)
+    for page, info in seen.items():
+        tables = ", ".join(f"{t['cls']} {t['rows']} rows {t['w']}x{t['h']}" for t in info["tables"])
+        images = ", ".join(f"{i['natural_w']}x{i['natural_h']}" for i in info["images"] if i["complete"])
+        print(f"{page}: tables [{tables}]; plots [{images}]; external requests {len(info['requests'])}")
+        if info["requests"]:
+            print(f"{page}: requests left the machine: {info['requests']}", file=sys.stderr)
+            return 1
+    print(f"screenshots in {args.out} ({time.monotonic() - t0:.1f} s)")
     return 0
 
 
