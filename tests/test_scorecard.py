@@ -203,3 +203,16 @@ def test_incomplete_or_malformed_runs_are_refused_naming_the_file(tmp_path):
     with pytest.raises(RunError, match="no eval run 'nope'"):
         open_run("nope", store)
     assert not (tmp_path / "nope").exists()  # a wrong name creates nothing
+
+
+def test_rows_that_are_not_comparable_are_flagged_in_the_notes(tmp_path):
+    store = Store.from_uri(str(tmp_path))
+    dirs = three_runs(store)
+    s = json.loads(dirs[2].read_bytes("summary.json"))
+    s["benchmarks"]["strongreject"]["version"]["prompt_template"] = "t2"
+    dirs[2].write_json("summary.json", s)
+    md, _ = render_scorecard(store, dirs)
+    assert (
+        "- StrongREJECT: gamma is not directly comparable with alpha — version['prompt_template']: "
+        "'t1' (alpha) ≠ 't2' (gamma)." in md
+    )

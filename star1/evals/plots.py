@@ -21,9 +21,9 @@ KIND_TITLES = {"safety": "safety", "overrefusal": "over-refusal", "reasoning": "
 
 
 def svg(fig: Figure) -> bytes:
-    """Deterministic SVG bytes (fixed ids, no date)."""
+    """Deterministic SVG bytes (fixed ids, no date), text kept as text (small, selectable)."""
     buf = io.BytesIO()
-    with matplotlib.rc_context({"svg.hashsalt": "star1"}):
+    with matplotlib.rc_context({"svg.hashsalt": "star1", "svg.fonttype": "none"}):
         fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     return buf.getvalue()
 
