@@ -237,7 +237,7 @@ def build_demo(store_dir: Path, nights: int = 8) -> tuple[Any, list[Any]]:
                 kind,
                 syn.binary(n, rates[bench] / 100, seed * 100 + i, samples.get(bench, 1)),
                 metric={"safety": "safe_rate", "overrefusal": "refusal_rate"}.get(
-                    kind, "pass@1" if bench in samples else "accuracy"
+                    kind, "pass@1" if bench in samples or bench == "humaneval" else "accuracy"
                 ),
                 higher_is_better=kind != "overrefusal",
                 categories=syn.categories(n, harm) if kind == "safety" else None,

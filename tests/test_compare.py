@@ -99,8 +99,8 @@ def test_other_reasons_runs_are_incomparable(store):
     reasons = compare_runs(b, c).problems
     assert reasons == [
         "a: metric: 'safe_rate' (baseline) ≠ 'refusal_rate' (candidate)",
-        "b: missing in the candidate",
         "c: 30 of 200 items do not pair (no scored sample: baseline 0, candidate 30; allowed 5%)",
+        "b: missing in the candidate",  # benchmarks in table order: safety before reasoning
     ]
     # restricted to the comparable benchmark, the same runs compare
     assert compare_runs(b, c, GateSettings(only=("c",), max_unpaired_share=0.2)).outcome == "ok"

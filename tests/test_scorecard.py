@@ -183,6 +183,10 @@ def test_the_papers_table_alone_and_its_deltas(tmp_path):
     # the paper's Figure 1: STAR-1 vs R1-Distill on 1.5B is +54.5 safety, -1.2 reasoning
     assert star["Avg safety"] == "90.3 (+54.5)" and star["Avg reasoning"] == "43.0 (-1.2)"
     assert "published figures, not measured by star1" in md
+    # all of the paper's columns shown: its own averages, e.g. 93.3 where the mean is 93.25
+    md7, _ = render_scorecard(store, [], published=["7b"], name="seven")
+    assert next(r for r in tables(md7)[0] if r["Row"] == "7b-star1 †")["Avg safety"].startswith("93.3")
+    assert "recomputed" not in md7
 
 
 def test_incomplete_or_malformed_runs_are_refused_naming_the_file(tmp_path):

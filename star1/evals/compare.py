@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from star1.config.report import ReportConfig
-from star1.evals import stats
+from star1.evals import published, stats
+from star1.evals.published import KIND_ORDER
 from star1.evals.results import BenchmarkSummary
 from star1.evals.runs import EvalRun, RunError
 from star1.manifest import stable_hash
@@ -217,7 +218,7 @@ def compare_runs(baseline: EvalRun, candidate: EvalRun, settings: GateSettings |
     problems = manifest_differences(baseline.manifest, candidate.manifest, s.manifest_keys)
     notes: list[str] = []
     b_names, c_names = set(baseline.summary.benchmarks), set(candidate.summary.benchmarks)
-    names = list(s.only) if s.only else sorted(b_names)
+    names = list(s.only) if s.only else sorted(b_names, key=lambda n: _order(n, baseline))
     if not s.only:
         extra = sorted(c_names - b_names)
         if extra:
@@ -263,6 +264,13 @@ def compare_runs(baseline: EvalRun, candidate: EvalRun, settings: GateSettings |
         notes=notes,
         outcome=outcome,
     )
+
+
+def _order(name: str, run: EvalRun) -> tuple[int, int, str]:
+    """Table order: by kind (safety, over-refusal, reasoning), then the paper's column order, then name."""
+    kind = run.summary.benchmarks[name].kind
+    cat = published.info(name)
+    return KIND_ORDER.index(kind), cat.order if cat else 10_000, name
 
 
 def _compare_benchmark(

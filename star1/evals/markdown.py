@@ -22,6 +22,8 @@ MARKS = {
 }
 TREND_MARKS = {"regression": " ▼", "improvement": " ▲", "incomparable": " ✗", "no_change": ""}
 DASH = "—"
+CORRECTION_NAMES = {"holm": "Holm adjustment", "bonferroni": "Bonferroni adjustment",
+                    "fdr_bh": "Benjamini-Hochberg FDR adjustment", "none": "no adjustment"}  # fmt: skip
 
 
 def num(v: float | None) -> str:
@@ -112,8 +114,8 @@ def comparison(c: Comparison) -> str:
         "",
         f"Baseline **{b.run_name}** ({b.model}, commit {(b.git_sha or '?')[:10]}, {when(b.created_at)}) → "
         f"candidate **{k.run_name}** ({k.model}, commit {(k.git_sha or '?')[:10]}, {when(k.created_at)}).",
-        f"α = {s['alpha']:g}, minimum effect {s['min_effect']:g} points, {s['correction']} adjustment over "
-        f"{tested} tests, {s['resamples']} bootstrap resamples (seed {s['seed']}).",
+        f"α = {s['alpha']:g}, minimum effect {s['min_effect']:g} pt, {CORRECTION_NAMES[s['correction']]} "
+        f"over {tested} tests, {s['resamples']} bootstrap resamples (seed {s['seed']}).",
         "",
     ]
     pct = f"{s['confidence']:.0%}"

@@ -128,6 +128,7 @@ def build(
         if row.source == "published":
             row.values = {k: v for k, v in row.values.items() if k in keys}
     _averages(rows, columns)
+    recomputed = _published_averages(rows, columns, {p.key: p for p in published_rows})
     notes += _comparability_notes(rows, columns)
     ref = _reference(rows, reference)
     if ref is not None:
@@ -136,10 +137,11 @@ def build(
             row.deltas = {k: v - ref.values[k] for k, v in row.values.items() if k in ref.values}
     if any(r.source == "published" for r in rows):
         notes.append(f"† {published.source()}.")
-        shown = {c.key for c in columns if not c.average}
-        paper = {k for r in published_rows for k in r.values}
-        if shown != paper:
-            notes.append("Published rows' averages are recomputed over the columns shown (same arithmetic).")
+        if recomputed:
+            notes.append(
+                f"Published rows' {' and '.join(recomputed)} averages are recomputed over the columns shown "
+                "(the paper's averages cover all of its columns)."
+            )
     if any(r.synthetic for r in rows):
         notes.append(
             "Synthetic runs (planted verdicts, for tests and demos) are marked ‡; they measure nothing."
@@ -186,6 +188,25 @@ def _averages(rows: list[Row], columns: list[Column]) -> None:
         for row in rows:
             if all(k in row.values for k in members):
                 row.values[AVG_KEY[kind]] = sum(row.values[k] for k in members) / len(members)
+
+
+def _published_averages(rows: list[Row], columns: list[Column], paper: dict[str, PublishedRow]) -> list[str]:
+    """Where the table shows exactly the paper's columns of a kind, a published row shows the paper's own
+    average (its rounding included); otherwise the recomputed one. Returns the kinds recomputed."""
+    recomputed = []
+    for kind in AVERAGED:
+        shown = {c.key for c in columns if c.kind == kind and not c.average}
+        papers = {k for p in paper.values() for k in p.values if published.info(k).kind == kind}
+        if not shown or not any(r.source == "published" for r in rows):
+            continue
+        if shown == papers:
+            for row in rows:
+                if row.published_key:
+                    p = paper[row.published_key]
+                    row.values[AVG_KEY[kind]] = p.avg_safety if kind == "safety" else p.avg_reasoning
+        else:
+            recomputed.append(kind)
+    return recomputed
 
 
 def _comparability_notes(rows: list[Row], columns: list[Column]) -> list[str]:
