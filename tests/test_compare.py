@@ -198,7 +198,9 @@ def test_cli_exit_codes_history_and_json(store, tmp_path):
     # a drop below the minimum effect passes the gate
     assert runner.invoke(app, ["compare", "base", "drop", *args, "--min-effect", "12"]).exit_code == EXIT_OK
     assert runner.invoke(app, ["compare", "base", "missing", *args]).exit_code == 2
-    assert runner.invoke(app, ["compare", "base", "drop", *args, "--correction", "nope"]).exit_code == 2
+    nope = runner.invoke(app, ["compare", "base", "drop", *args, "--correction", "nope"])
+    assert nope.exit_code == 2 and "report.correction" in nope.output
+    assert runner.invoke(app, ["compare", "base", "drop", *args, "--alpha", "1.5"]).exit_code == 2
     # rerunning a comparison rewrites its own history part: 3 comparisons recorded, not 4
     runner.invoke(app, ["compare", "base", "same", *args])
     table = history.read(store)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from star1.cli.common import ConfigOpt, SetOpt, app, console, load, open_store
 
@@ -96,7 +97,7 @@ def compare(
     correction: Annotated[
         str | None, typer.Option("--correction", help="holm | bonferroni | fdr_bh | none (report.correction)")
     ] = None,
-    resamples: Annotated[int | None, typer.Option("--resamples", help="bootstrap resamples")] = None,
+    resamples: Annotated[int | None, typer.Option("--resamples", help="bootstrap resamples, ≥ 1000")] = None,
     benchmark: Annotated[
         list[str] | None, typer.Option("--benchmark", "-b", help="compare only these benchmarks; repeatable")
     ] = None,
@@ -113,19 +114,21 @@ def compare(
 
     cfg = load(config, set_)
     store = open_store(cfg)
+    options = {
+        "alpha": alpha,
+        "min_effect": min_effect,
+        "correction": correction,
+        "bootstrap_resamples": resamples,
+    }
     try:
-        settings = GateSettings.from_config(
-            cfg.report,
-            alpha=alpha,
-            min_effect=min_effect,
-            correction=correction,
-            resamples=resamples,
-            only=tuple(benchmark) if benchmark else None,
-        )
-        if correction is not None and correction not in ("holm", "bonferroni", "fdr_bh", "none"):
-            raise ValueError(f"--correction {correction}: use holm, bonferroni, fdr_bh or none")
-        if not 0 < settings.alpha < 1 or settings.min_effect < 0:
-            raise ValueError("--alpha must be in (0, 1) and --min-effect ≥ 0")
+        for key, value in options.items():
+            if value is not None:
+                setattr(cfg.report, key, value)  # validated like the config file
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise _fail(ValueError(f"report.{err['loc'][0]}: {err['msg']}")) from None
+    try:
+        settings = GateSettings.from_config(cfg.report, only=tuple(benchmark) if benchmark else None)
         result = compare_runs(open_run(baseline, store), open_run(candidate, store), settings)
     except (RunError, ValueError, OSError) as e:
         raise _fail(e) from None
