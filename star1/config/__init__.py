@@ -28,6 +28,7 @@ from star1.config.llm import (
     SamplingConfig,
 )
 from star1.config.loading import apply_override, load_config, load_yaml, parse_config
+from star1.config.report import ReportConfig
 from star1.config.root import Star1Config
 from star1.config.runtime import RayConfig, StoreConfig
 
@@ -45,6 +46,7 @@ __all__ = [
     "Loader",
     "LocalModelConfig",
     "RayConfig",
+    "ReportConfig",
     "RoleConfig",
     "RowFilter",
     "SampleSpec",

@@ -8,6 +8,7 @@ from star1.config.base import Strict
 from star1.config.collect import CollectConfig
 from star1.config.curate import CurateConfig
 from star1.config.llm import LLMConfig
+from star1.config.report import ReportConfig
 from star1.config.runtime import RayConfig, StoreConfig
 
 
@@ -18,4 +19,5 @@ class Star1Config(Strict):
     collect: CollectConfig | None = None
     llm: LLMConfig = Field(default_factory=LLMConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     base_dir: str = Field(".", description="folder that relative paths in this config are resolved against")
