@@ -145,12 +145,13 @@ def _upload_with_retries(record: RunRecord, attempts: int = 4) -> Exception | No
 
 def run(command: list[str], to: str, cwd: Path, run_id: str, interval: float, grace: float) -> int:
     """Run `command` in `cwd`, tee its output, ship the record to `to`; returns the exit code to use."""
-    record = RunRecord(to, run_id, command, cwd)
-    print(f"star1.runlog: driver log and run manifest -> {record.url}/", flush=True)
-    err = _upload_with_retries(record, attempts=1)
-    if err is not None:
-        print(f"star1.runlog: cannot write to {record.url}: {err}", file=sys.stderr, flush=True)
+    try:
+        record = RunRecord(to, run_id, command, cwd)
+        record.upload()
+    except Exception as e:  # a bad URI, no credentials, no bucket: say so before any work starts
+        print(f"star1.runlog: cannot write the run record to {to}/{run_id}: {e}", file=sys.stderr, flush=True)
         return UPLOAD_FAILED
+    print(f"star1.runlog: driver log and run manifest -> {record.url}/", flush=True)
 
     started = time.monotonic()
     # its own process group, so a stop reaches `sh -c`'s children too
@@ -158,6 +159,7 @@ def run(command: list[str], to: str, cwd: Path, run_id: str, interval: float, gr
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
     stop = threading.Event()
+    killer: list[threading.Timer] = []
 
     def signal_group(sig: int) -> None:
         if proc.poll() is None:
@@ -169,7 +171,9 @@ def run(command: list[str], to: str, cwd: Path, run_id: str, interval: float, gr
     def on_signal(signum: int, _frame: Any) -> None:
         if not stop.is_set():
             stop.set()
-            threading.Timer(grace, signal_group, args=(signal.SIGKILL,)).start()
+            killer.append(threading.Timer(grace, signal_group, args=(signal.SIGKILL,)))
+            killer[0].daemon = True
+            killer[0].start()
         signal_group(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -189,6 +193,8 @@ def run(command: list[str], to: str, cwd: Path, run_id: str, interval: float, gr
                 log.write(line)
                 log.flush()
     code = proc.wait()
+    for timer in killer:
+        timer.cancel()
     stopped = stop.is_set()
     stop.set()
     record.finish(code, stopped, started)

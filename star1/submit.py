@@ -24,7 +24,8 @@ from typing import Any
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 # Excluded from the uploaded working dir (Ray also honours .gitignore).
 DEFAULT_EXCLUDES = [".git", ".venv", "artifacts", ".cache", "__pycache__", "*.pyc", ".pytest_cache"]
-SECRET_NAME = re.compile(r"(?i)(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH)")
+# Env var names that hold credentials (OPENAI_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, …), not TOKENIZERS_*.
+SECRET_NAME = re.compile(r"(?i)^(.*_)?(api_?key|apikey|key|secret|password|passwd|token|credentials?)(_.*)?$")
 
 
 class SubmitError(ValueError):

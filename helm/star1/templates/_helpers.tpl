@@ -40,6 +40,20 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- printf "s3://%s/%s" .Values.s3.bucket .Values.s3.prefix -}}
 {{- end -}}
 
+{{/*
+Refuse text that holds a secret: a value shaped like a known key format (OpenAI/NVIDIA/HF/AWS/GitHub/Slack,
+private keys) or, in a config, a key named like a credential. Secrets reach pods only from Secrets.
+arg: (list WHERE TEXT)
+*/}}
+{{- define "star1.noSecrets" -}}
+{{- $where := index . 0 -}}
+{{- $text := toString (index . 1) -}}
+{{- $shape := "(sk-[A-Za-z0-9_-]{16,}|nvapi-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{16,}|(AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|-----BEGIN [A-Z ]*PRIVATE KEY)" -}}
+{{- if regexMatch $shape $text -}}
+{{- fail (printf "%s holds something shaped like a secret: keep secrets in a Kubernetes Secret (apiKeys, s3.credentialsSecret), never in values" $where) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Single-quote a string for sh -c */}}
 {{- define "star1.shellQuote" -}}
 {{- printf "'%s'" (replace "'" "'\"'\"'" .) -}}
@@ -102,13 +116,15 @@ plain extras; arg: (dict "root" $ "job" KEY "extra" LIST-OF-ENV-MAPS)
 {{- end }}
 {{- end }}
 {{- range $name, $value := $v.env }}
-{{- if regexMatch "(?i)(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH)" $name }}
+{{- if regexMatch "(?i)^(.*_)?(api_?key|apikey|key|secret|password|passwd|token|credentials?)(_.*)?$" $name }}
 {{- fail (printf "env.%s looks like a secret: create a Secret and list the key under apiKeys.keys instead of a plain value" $name) }}
 {{- end }}
+{{- include "star1.noSecrets" (list (printf "env.%s" $name) $value) }}
 - name: {{ $name }}
   value: {{ $value | quote }}
 {{- end }}
 {{- range .extra }}
+{{- include "star1.noSecrets" (list .name .value) }}
 - name: {{ .name }}
   value: {{ .value | quote }}
 {{- end }}
@@ -148,10 +164,18 @@ arg: (dict "root" $ "component" JOB "where" VALUES-PATH "config" MAP "configYaml
 {{- end -}}
 {{- $base := dict "run_name" (printf "star1-%s" .component) "store" (dict "uri" (include "star1.storeUri" .root)) -}}
 {{- $merged := mergeOverwrite $base $cfg -}}
+{{- $yaml := toYaml $merged -}}
+{{- include "star1.noSecrets" (list .where $yaml) -}}
+{{- range regexFindAll "(?m)^[ -]*[A-Za-z0-9_.-]+:" $yaml -1 -}}
+{{- $key := trimSuffix ":" (trimAll " -" .) -}}
+{{- if and (regexMatch "(?i)^(.*[_-])?(api[_-]?key|apikey|secret|password|passwd|token|credentials?|access[_-]key([_-]id)?)([_-].*)?$" $key) (not (has $key (list "api_key_env" "api_key_file"))) -}}
+{{- fail (printf "%s: config key %q looks like a credential: name the env var that holds it (llm.<role>.api_key_env) and put the value in a Secret" $.where $key) -}}
+{{- end -}}
+{{- end -}}
 {{- if not (hasPrefix "s3://" (toString $merged.store.uri)) -}}
 {{- fail (printf "%s: store.uri %q is not s3://… — a pod's local disk is gone when the cluster is torn down" .where (toString $merged.store.uri)) -}}
 {{- end -}}
-{{- toYaml $merged -}}
+{{- $yaml -}}
 {{- end -}}
 
 {{/* The ConfigMap holding a job's run config; arg: as star1.configYaml plus "component" */}}
@@ -270,6 +294,7 @@ s3://<bucket>/<prefix>/_runs/<job>/ before the job ends, so they survive the clu
 {{- $v := $root.Values -}}
 {{- $image := include "star1.image" (list $root .job.variant) -}}
 {{- $cpuImage := include "star1.image" (list $root "cpu") -}}
+{{- include "star1.noSecrets" (list (printf "the %s command" .key) .command) -}}
 entrypoint: {{ printf "python -m star1.runlog --to %s/_runs/%s --cwd %s -- sh -c %s" (include "star1.storeUri" $root) .key $v.workingDir (include "star1.shellQuote" .command) | quote }}
 submissionMode: K8sJobMode
 activeDeadlineSeconds: {{ $v.lifecycle.activeDeadlineSeconds }}
