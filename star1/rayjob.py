@@ -136,7 +136,8 @@ class Kube:
             if context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
                 config.load_incluster_config()
             else:
-                config.load_kube_config(context=context)
+                # KUBECONFIG read now (the client reads it once, at import)
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), context=context)
             api_client = client.ApiClient()
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)

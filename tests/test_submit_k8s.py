@@ -6,20 +6,20 @@ ConfigMaps it creates the RayJob, its ConfigMap (owned by the RayJob), follows t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import uuid
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from star1 import chart
+from star1.cli import app
 from tests.k8s_validation import validate
 
-REPO = Path(__file__).resolve().parents[1]
 TOKEN = "fake-cluster-token"
 PLANTED = {
     "OPENAI_API_KEY": "sk-planted0123456789abcdefXYZ",
@@ -127,15 +127,29 @@ def kube(tmp_path):
     server.server_close()
 
 
-def star1(tmp_path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    import os
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
 
-    base = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-    base.update(KUBECONFIG=str(tmp_path / "kubeconfig"), **PLANTED, **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "star1", "submit", "k8s", *args],
-        cwd=REPO, env=base, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+
+@pytest.fixture
+def star1(tmp_path, monkeypatch):
+    """`star1 submit k8s …` in this process, with the fake cluster's kubeconfig and planted secrets in env."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    for k, v in PLANTED.items():
+        monkeypatch.setenv(k, v)
+    runner = CliRunner()
+
+    def run(*args: str) -> Result:
+        r = runner.invoke(app, ["submit", "k8s", *args])
+        if r.exception and not isinstance(r.exception, SystemExit):
+            raise r.exception
+        return Result(r.exit_code, r.stdout, r.stderr)
+
+    return run
 
 
 def run_config(tmp_path, store: str = "s3://bucket/runs/r1") -> Path:
@@ -148,10 +162,10 @@ def run_config(tmp_path, store: str = "s3://bucket/runs/r1") -> Path:
     return path
 
 
-def test_dry_run_prints_the_exact_valid_objects_without_secrets(tmp_path):
+def test_dry_run_prints_the_exact_valid_objects_without_secrets(tmp_path, star1):
     config = run_config(tmp_path)
     r = star1(
-        tmp_path, "curate", "--dry-run", "--name", "nightly-check", "--config", str(config),
+        "curate", "--dry-run", "--name", "nightly-check", "--config", str(config),
         "--set", "curate.select_n=50", "--helm-set", "jobs.curate.workers.cpu.maxReplicas=8",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -168,9 +182,9 @@ def test_dry_run_prints_the_exact_valid_objects_without_secrets(tmp_path):
         assert value not in r.stdout + r.stderr
 
 
-def test_dry_run_of_each_job_validates(tmp_path):
+def test_dry_run_of_each_job_validates(tmp_path, star1):
     for job in chart.JOBS:
-        r = star1(tmp_path, job, "--dry-run", "--name", "t")
+        r = star1(job, "--dry-run", "--name", "t")
         assert r.returncode == 0, r.stderr
         (rj,) = [d for d in yaml.safe_load_all(r.stdout) if d["kind"] == "RayJob"]
         assert rj["metadata"]["name"] == f"t-{job}" and validate(rj) == []
@@ -183,20 +197,20 @@ def test_dry_run_of_each_job_validates(tmp_path):
         (["--helm-set", "jobs.curate.workers.cpu.maxReplica=3"], "maxReplica"),
     ],
 )
-def test_bad_config_or_values_exit_2_before_anything(tmp_path, extra, message):
-    r = star1(tmp_path, "curate", "--dry-run", "--config", str(run_config(tmp_path)), *extra)
+def test_bad_config_or_values_exit_2_before_anything(tmp_path, extra, message, star1):
+    r = star1("curate", "--dry-run", "--config", str(run_config(tmp_path)), *extra)
     assert r.returncode == 2 and message in r.stderr, r.stderr
 
 
-def test_a_local_store_is_refused_for_kubernetes(tmp_path):
-    r = star1(tmp_path, "curate", "--dry-run", "--config", str(run_config(tmp_path, "./artifacts")))
+def test_a_local_store_is_refused_for_kubernetes(tmp_path, star1):
+    r = star1("curate", "--dry-run", "--config", str(run_config(tmp_path, "./artifacts")))
     assert r.returncode == 2 and "not s3://" in r.stderr, r.stderr
 
 
 RUNNING = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "rayClusterName": "c-1"}
 
 
-def test_creates_follows_and_succeeds(kube, tmp_path):
+def test_creates_follows_and_succeeds(kube, tmp_path, star1):
     name = "t-sft"
     kube.statuses[name] = [
         {},
@@ -204,7 +218,7 @@ def test_creates_follows_and_succeeds(kube, tmp_path):
         RUNNING,
         {**RUNNING, "jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
     ]
-    r = star1(tmp_path, "sft", "--name", "t", "--poll", "0.05")
+    r = star1("sft", "--name", "t", "--poll", "0.05")
     assert r.returncode == 0, r.stderr
     assert "Complete/SUCCEEDED" in r.stderr
     assert f"kubectl -n star1 logs -f job/{name}" in r.stderr
@@ -222,38 +236,38 @@ def test_creates_follows_and_succeeds(kube, tmp_path):
     uid = created["metadata"]["uid"]
     assert owner == {"apiVersion": "ray.io/v1", "kind": "RayJob", "name": name, "uid": uid}
     # what was created is what --dry-run prints
-    dry = [d for d in yaml.safe_load_all(star1(tmp_path, "sft", "--name", "t", "--dry-run").stdout)]
+    dry = [d for d in yaml.safe_load_all(star1("sft", "--name", "t", "--dry-run").stdout)]
     assert dry[1]["spec"] == rayjob["spec"]
 
 
-def test_a_failed_job_exits_1_with_the_reason(kube, tmp_path):
+def test_a_failed_job_exits_1_with_the_reason(kube, tmp_path, star1):
     kube.statuses["t-eval"] = [
         RUNNING,
         {**RUNNING, "jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "DeadlineExceeded",
          "message": "activeDeadlineSeconds reached"},
     ]  # fmt: skip
-    r = star1(tmp_path, "eval", "--name", "t", "--poll", "0.05")
+    r = star1("eval", "--name", "t", "--poll", "0.05")
     assert r.returncode == 1, r.stderr
     assert "Failed/FAILED" in r.stderr and "activeDeadlineSeconds reached" in r.stderr
 
 
-def test_a_job_deleted_while_running_is_a_failure(kube, tmp_path):
+def test_a_job_deleted_while_running_is_a_failure(kube, tmp_path, star1):
     kube.statuses["t-sft"] = [RUNNING]
     kube.delete_after["t-sft"] = 2
-    r = star1(tmp_path, "sft", "--name", "t", "--poll", "0.05")
+    r = star1("sft", "--name", "t", "--poll", "0.05")
     assert r.returncode == 1 and "was deleted before it finished" in r.stderr, r.stderr
 
 
-def test_wrong_credentials_fail_clearly(kube, tmp_path):
+def test_wrong_credentials_fail_clearly(kube, tmp_path, star1):
     cfg = yaml.safe_load((tmp_path / "kubeconfig").read_text())
     cfg["users"][0]["user"]["token"] = "wrong"
     (tmp_path / "kubeconfig").write_text(yaml.safe_dump(cfg))
-    r = star1(tmp_path, "sft", "--name", "t", "--poll", "0.05")
+    r = star1("sft", "--name", "t", "--poll", "0.05")
     assert r.returncode == 1 and "Unauthorized" in r.stderr, r.stderr
     assert not kube.objects
 
 
-def test_nightly_creator_adopts_tonights_rayjob_on_retry(kube, tmp_path):
+def test_nightly_creator_adopts_tonights_rayjob_on_retry(kube, tmp_path, star1):
     (cm,) = [
         o for o in chart.objects(chart.render()) if o["kind"] == "ConfigMap" and "rayjob.yaml" in o["data"]
     ]
@@ -263,10 +277,10 @@ def test_nightly_creator_adopts_tonights_rayjob_on_retry(kube, tmp_path):
     done = {**RUNNING, "jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
     kube.statuses[name] = [RUNNING, done]
     args = ["--manifest", str(manifest), "--name", name, "--namespace", "star1", "--poll", "0.05"]
-    first = star1(tmp_path, *args)
+    first = star1(*args)
     assert first.returncode == 0, first.stderr
     kube.statuses[name] = [done]
-    again = star1(tmp_path, *args)  # the Job's pod was retried: same name, no second RayJob
+    again = star1(*args)  # the Job's pod was retried: same name, no second RayJob
     assert again.returncode == 0 and "already exists" in again.stderr, again.stderr
     assert [k for k in kube.objects if k[0] == "rayjobs"] == [("rayjobs", "star1", name)]
     assert not [k for k in kube.objects if k[0] == "configmaps"]
@@ -274,8 +288,8 @@ def test_nightly_creator_adopts_tonights_rayjob_on_retry(kube, tmp_path):
     assert validate(created) == [] and "star1 compare" in created["spec"]["entrypoint"]
 
 
-def test_manifest_names_are_checked(tmp_path):
+def test_manifest_names_are_checked(tmp_path, star1):
     manifest = tmp_path / "rayjob.yaml"
     manifest.write_text("apiVersion: ray.io/v1\nkind: RayJob\nmetadata: {name: x}\nspec: {}\n")
-    r = star1(tmp_path, "--manifest", str(manifest), "--name", "Not_A_DNS_Name", "--dry-run")
+    r = star1("--manifest", str(manifest), "--name", "Not_A_DNS_Name", "--dry-run")
     assert r.returncode == 2 and "DNS-1035" in r.stderr, r.stderr
