@@ -320,3 +320,40 @@ def test_chart_versions_match_the_package_and_the_ray_pin():
     assert values["rayVersion"] == pins["ray"]
     assert values["image"]["tag"].startswith(__version__)
     assert values["image"]["cpuTag"].startswith(__version__)
+
+
+def test_entrypoints_survive_kuberay_submission(renders, tmp_path):
+    """KubeRay's submitter runs `bash -c '… ray job submit … -- <entrypoint> ;'`; the Ray CLI joins the words
+    with list2cmdline and the job supervisor runs that with a shell. The command must do what it says."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "ray").write_text(
+        f"#!{sys.executable}\nimport subprocess, sys\nfrom subprocess import list2cmdline\n"
+        "ep = list2cmdline(sys.argv[sys.argv.index('--') + 1:])\n"
+        "sys.exit(subprocess.run(ep, shell=True).returncode)\n"
+    )
+    echo_args = f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n"
+    for fake in ("python", "star1"):  # print their arguments instead of running
+        (tmp_path / fake).write_text(echo_args)
+    for f in ("ray", "python", "star1"):
+        (tmp_path / f).chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", "STAR1_BASELINE": "s3://b/x"}
+
+    def sh(command: str) -> str:
+        return subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True).stdout
+
+    values = yaml.safe_load((chart.CHART_DIR / "values.yaml").read_text())
+    seen = set()
+    for o in by_kind(renders["default"], "RayJob") + embedded(renders["default"]):
+        key = o["spec"]["entrypoint"].split("/_runs/")[1].split()[0]
+        command = values["nightly"]["command"] if key == "nightly" else values["jobs"][key]["command"]
+        submit = f"ray job submit --address http://x:8265 -- {o['spec']['entrypoint']} ;"
+        out = subprocess.run(["bash", "-c", submit], env=env, capture_output=True, text=True, check=True)
+        argv = json.loads(out.stdout)
+        assert argv[:2] == ["-m", "star1.runlog"] and argv[argv.index("--") + 1 : -1] == ["sh", "-c"]
+        assert sh(argv[-1]) == sh(command), key  # the job runs exactly what the values say
+        seen.add(key)
+    assert seen == {"curate", "sft", "eval", "nightly"}
