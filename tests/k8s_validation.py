@@ -18,6 +18,7 @@ from tests.conftest import SHARED
 
 # ../shared; STAR1_SHARED points elsewhere (a git worktree whose parent has no shared/)
 KUBERAY = Path(os.environ.get("STAR1_SHARED") or SHARED) / "schemas" / "kuberay"
+HAVE_SCHEMAS = (KUBERAY / "rayjob-ray.io-v1-strict.json").is_file()
 KUBE_VERSION = "1.33.0"
 RAYCRONJOB_FIELDS = {"schedule", "timeZone", "suspend", "jobTemplate"}  # ray.io/v1 RayCronJobSpec (v1.7.0)
 
