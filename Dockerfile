@@ -1,20 +1,96 @@
-# One image for every star1 job (Ray + vLLM + DeepSpeed), run as a non-root user.
-# Build: docker build -t star1:0.1.0 .   (GPU nodes: the CUDA wheels of torch/vLLM come with the `gpu` extra)
-FROM rayproject/ray:2.60.0-py311-cu128
+# syntax=docker/dockerfile:1.7
+# star1 images: one Dockerfile, two targets, both run as uid 1000 (non-root) and both install from
+# constraints.txt — the file scripts/setup.sh installs from — so the cluster's Ray is the client's Ray.
+#
+#   docker build --target gpu -t ghcr.io/star1-project/star1:0.1.0 .      # every job; GPU pools (default)
+#   docker build --target cpu -t ghcr.io/star1-project/star1:0.1.0-cpu .  # API-bound stages, nightly creator
+#
+# gpu: CUDA 13.0 runtime (base image + the CUDA wheels torch 2.13.0 pins), torch, Ray, vLLM, DeepSpeed with its
+#      ops compiled in the build stage, so the final image carries no compiler.
+# cpu: CPU torch, Ray, star1; no CUDA, no vLLM, no compiler.
+# RAY_VERSION must equal the `ray==` pin in constraints.txt (checked by tests/test_dockerfile.py; pip also
+# refuses to build when they disagree).
 
-USER root
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential git \
-    && rm -rf /var/lib/apt/lists/*
-USER ray
-WORKDIR /home/ray/star1
+ARG PYTHON_VERSION=3.11.14
+ARG RAY_VERSION=2.60.0
+ARG VLLM_VERSION=0.32.0
+ARG DEEPSPEED_VERSION=0.19.8
+ARG UV_VERSION=0.13.9
+ARG CUDA_VERSION=13.0.2
+ARG UBUNTU=ubuntu24.04
+# DeepSpeed ops are compiled for these GPU generations (A100, A10/L4, L40S/4090, H100/H200, B200, RTX PRO).
+ARG TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0;10.0;12.0"
 
-COPY --chown=ray:users pyproject.toml README.md constraints.txt ./
-COPY --chown=ray:users star1 ./star1
-COPY --chown=ray:users jobs ./jobs
-# CUDA build of torch and vLLM for GPU pools; DeepSpeed ops are JIT-compiled on first use.
-RUN DS_BUILD_OPS=0 pip install --no-cache-dir -e ".[gpu]"
+# ---------------------------------------------------------------------------------------------- cpu
+FROM python:${PYTHON_VERSION}-slim-bookworm AS cpu-build
+ARG RAY_VERSION
+ENV VIRTUAL_ENV=/opt/star1/venv PATH=/opt/star1/venv/bin:$PATH \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv $VIRTUAL_ENV
+WORKDIR /opt/star1/app
+COPY constraints.txt pyproject.toml README.md ./
+# Dependencies in their own layer (code changes do not reinstall them). CPU torch from PyTorch's CPU index;
+# DS_BUILD_OPS=0: DeepSpeed (a core dependency) installs as pure Python, no compiler needed.
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /tmp/requirements.txt \
+ && DS_BUILD_OPS=0 pip install -c constraints.txt \
+        --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple \
+        "ray[default,train]==${RAY_VERSION}" -r /tmp/requirements.txt
+COPY star1 ./star1
+COPY jobs ./jobs
+RUN pip install --no-deps -c constraints.txt . && python -m star1 version
 
-ENV HF_HUB_DISABLE_TELEMETRY=1 \
-    PYTHONUNBUFFERED=1
-ENTRYPOINT []
+FROM python:${PYTHON_VERSION}-slim-bookworm AS cpu
+RUN groupadd --gid 1000 star1 && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash star1
+COPY --from=cpu-build /opt/star1 /opt/star1
+ENV PATH=/opt/star1/venv/bin:$PATH VIRTUAL_ENV=/opt/star1/venv \
+    PYTHONUNBUFFERED=1 HF_HUB_DISABLE_TELEMETRY=1 XDG_CACHE_HOME=/home/star1/.cache
+WORKDIR /opt/star1/app
+USER 1000:1000
+CMD ["star1", "--help"]
+
+# ---------------------------------------------------------------------------------------------- gpu
+FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
+
+FROM nvidia/cuda:${CUDA_VERSION}-devel-${UBUNTU} AS gpu-build
+ARG PYTHON_VERSION
+ARG RAY_VERSION
+ARG VLLM_VERSION
+ARG DEEPSPEED_VERSION
+ARG TORCH_CUDA_ARCH_LIST
+# The compiler lives in this stage only: it builds DeepSpeed's CUDA and CPU ops.
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=uv /uv /usr/local/bin/uv
+# A relocatable CPython (python-build-standalone) at a fixed path, copied as-is into the runtime stage.
+ENV UV_PYTHON_INSTALL_DIR=/opt/python VIRTUAL_ENV=/opt/star1/venv PATH=/opt/star1/venv/bin:$PATH \
+    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN uv python install ${PYTHON_VERSION} \
+ && "$(uv python find ${PYTHON_VERSION})" -m venv $VIRTUAL_ENV
+WORKDIR /opt/star1/app
+COPY constraints.txt pyproject.toml README.md ./
+# CUDA torch (13.0 wheels), vLLM and Ray from PyPI under the constraints; DeepSpeed afterwards, built against
+# that torch with its fused Adam / CPU Adam / utils ops compiled now instead of JIT-compiled on a GPU node.
+RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["gpu"] if not d.startswith("deepspeed")))' \
+        > /tmp/requirements.txt \
+ && pip install -c constraints.txt "ray[default,train]==${RAY_VERSION}" "vllm==${VLLM_VERSION}" \
+        -r /tmp/requirements.txt ninja setuptools wheel
+RUN DS_BUILD_OPS=0 DS_BUILD_FUSED_ADAM=1 DS_BUILD_CPU_ADAM=1 DS_BUILD_UTILS=1 \
+    TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST}" \
+    pip install --no-build-isolation -c constraints.txt "deepspeed==${DEEPSPEED_VERSION}"
+COPY star1 ./star1
+COPY jobs ./jobs
+RUN pip install --no-deps -c constraints.txt . && python -m star1 version
+
+FROM nvidia/cuda:${CUDA_VERSION}-base-${UBUNTU} AS gpu
+# Ubuntu images ship a user `ubuntu` with uid 1000; star1 takes that uid.
+RUN userdel --remove ubuntu 2>/dev/null || true \
+ && groupadd --gid 1000 star1 && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash star1
+COPY --from=gpu-build /opt/python /opt/python
+COPY --from=gpu-build /opt/star1 /opt/star1
+ENV PATH=/opt/star1/venv/bin:$PATH VIRTUAL_ENV=/opt/star1/venv \
+    PYTHONUNBUFFERED=1 HF_HUB_DISABLE_TELEMETRY=1 XDG_CACHE_HOME=/home/star1/.cache \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+WORKDIR /opt/star1/app
+USER 1000:1000
 CMD ["star1", "--help"]

@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export STAR1_CACHE ?= $(CURDIR)/.cache/star1
 
-.PHONY: setup run test lint bench-collect clean
+.PHONY: setup run test lint k8s bench-collect clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,10 @@ test: setup
 
 lint: setup
 	ruff check star1 tests bench jobs && ruff format --check star1 tests bench jobs
+
+# Re-render k8s/ from helm/star1 with default values (tests/test_chart.py keeps them identical).
+k8s: setup
+	python -m star1.chart write
 
 bench-collect: setup
 	python bench/collect.py

@@ -1,16 +1,13 @@
 """`star1` command line: one verb per stage. Configuration errors exit with code 2 before any work starts.
 
-Each area registers its commands on the shared app in a module of its own (`data`, `report`, …).
+Each area registers its commands on the shared app in a module of its own (`data`, `report`, `submit`, …).
 """
 
 from __future__ import annotations
 
 import sys
 
-from star1.cli import (
-    data,  # noqa: F401  (registers the data commands)
-    report,  # noqa: F401  (registers report and compare)
-)
+from star1.cli import data, report, submit  # noqa: F401  (each registers its commands)
 from star1.cli.common import app
 
 __all__ = ["app", "main"]

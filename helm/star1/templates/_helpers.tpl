@@ -1,0 +1,413 @@
+{{/*
+Shared pieces of every star1 object. A job's RayJob spec is built once ("star1.rayJobSpec") and used by the
+RayJob templates, the RayCronJob's jobTemplate and the CronJob's RayJob template.
+*/}}
+
+{{/* Standard labels; arg: (dict "root" $ "component" NAME) */}}
+{{- define "star1.labels" -}}
+app.kubernetes.io/name: star1
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: star1
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{/* A resource name: <release>-<suffix>, checked against a length limit; arg: (list $ suffix max) */}}
+{{- define "star1.name" -}}
+{{- $root := index . 0 -}}
+{{- $name := printf "%s-%s" $root.Release.Name (index . 1) -}}
+{{- $max := int (index . 2) -}}
+{{- if gt (len $name) $max -}}
+{{- fail (printf "name %q is longer than %d characters (KubeRay's limit for this kind): use a shorter release name" $name $max) -}}
+{{- end -}}
+{{- if not (regexMatch "^[a-z]([-a-z0-9]*[a-z0-9])?$" $name) -}}
+{{- fail (printf "name %q is not a DNS-1035 label: use a lower-case release name starting with a letter" $name) -}}
+{{- end -}}
+{{- $name -}}
+{{- end -}}
+
+{{/* The image for a variant; arg: (list $ variant) */}}
+{{- define "star1.image" -}}
+{{- $root := index . 0 -}}
+{{- $tag := ternary $root.Values.image.cpuTag $root.Values.image.tag (eq (index . 1) "cpu") -}}
+{{- printf "%s:%s" $root.Values.image.repository $tag -}}
+{{- end -}}
+
+{{/* S3 URI of the artifact store; arg: $ */}}
+{{- define "star1.storeUri" -}}
+{{- printf "s3://%s/%s" .Values.s3.bucket .Values.s3.prefix -}}
+{{- end -}}
+
+{{/*
+Refuse text that holds a secret: a value shaped like a known key format (OpenAI/NVIDIA/HF/AWS/GitHub/Slack,
+private keys) or, in a config, a key named like a credential. Secrets reach pods only from Secrets.
+arg: (list WHERE TEXT)
+*/}}
+{{- define "star1.noSecrets" -}}
+{{- $where := index . 0 -}}
+{{- $text := toString (index . 1) -}}
+{{- $shape := "(sk-[A-Za-z0-9_-]{16,}|nvapi-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{16,}|(AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}|xox[abpr]-[A-Za-z0-9-]{10,}|-----BEGIN [A-Z ]*PRIVATE KEY)" -}}
+{{- if regexMatch $shape $text -}}
+{{- fail (printf "%s holds something shaped like a secret: keep secrets in a Kubernetes Secret (apiKeys, s3.credentialsSecret), never in values" $where) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Single-quote a string for sh -c */}}
+{{- define "star1.shellQuote" -}}
+{{- printf "'%s'" (replace "'" "'\"'\"'" .) -}}
+{{- end -}}
+
+{{/* Pod-level security context (restricted pod-security standard); arg: $ */}}
+{{- define "star1.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroup: {{ .Values.securityContext.fsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container-level security context (restricted); arg: $ */}}
+{{- define "star1.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+allowPrivilegeEscalation: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "star1.imagePullSecrets" -}}
+{{- range .Values.image.pullSecrets }}
+- name: {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Env of every Ray container: S3 settings, credentials and API keys by reference to Secrets (never values),
+plain extras; arg: (dict "root" $ "job" KEY "extra" LIST-OF-ENV-MAPS)
+*/}}
+{{- define "star1.env" -}}
+{{- $v := .root.Values -}}
+- name: STAR1_JOB
+  value: {{ .job | quote }}
+- name: AWS_REGION
+  value: {{ $v.s3.region | quote }}
+{{- if $v.s3.endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ $v.s3.endpoint | quote }}
+{{- end }}
+{{- if $v.s3.credentialsSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef: {name: {{ $v.s3.credentialsSecret }}, key: AWS_ACCESS_KEY_ID}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ $v.s3.credentialsSecret }}, key: AWS_SECRET_ACCESS_KEY}
+{{- end }}
+{{- if $v.apiKeys.secret }}
+{{- range $v.apiKeys.keys }}
+- name: {{ . }}
+  valueFrom:
+    secretKeyRef: {name: {{ $v.apiKeys.secret }}, key: {{ . }}, optional: true}
+{{- end }}
+{{- end }}
+{{- range $name, $value := $v.env }}
+{{- if regexMatch "(?i)^(.*_)?(api_?key|apikey|key|secret|password|passwd|token|credentials?)(_.*)?$" $name }}
+{{- fail (printf "env.%s looks like a secret: create a Secret and list the key under apiKeys.keys instead of a plain value" $name) }}
+{{- end }}
+{{- include "star1.noSecrets" (list (printf "env.%s" $name) $value) }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- range .extra }}
+{{- include "star1.noSecrets" (list .name .value) }}
+- name: {{ .name }}
+  value: {{ .value | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes of a Ray pod: the run config and an in-memory /dev/shm; arg: (dict "configMap" NAME "shm" SIZE) */}}
+{{- define "star1.volumes" -}}
+- name: config
+  configMap:
+    name: {{ .configMap }}
+- name: dshm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .shm }}
+{{- end -}}
+
+{{- define "star1.volumeMounts" -}}
+- name: config
+  mountPath: /etc/star1
+  readOnly: true
+- name: dshm
+  mountPath: /dev/shm
+{{- end -}}
+
+{{/*
+The run config a job reads: configYaml (the whole config as text, e.g. --set-file) or config, over
+run_name star1-<job> (stable, so a resubmitted job resumes and skips finished stages) and the chart's S3 store. A store that is not s3:// would vanish with the pod, so it is refused.
+arg: (dict "root" $ "component" JOB "where" VALUES-PATH "config" MAP "configYaml" TEXT)
+*/}}
+{{- define "star1.configYaml" -}}
+{{- $cfg := deepCopy (.config | default dict) -}}
+{{- if .configYaml -}}
+{{- $cfg = fromYaml .configYaml -}}
+{{- if hasKey $cfg "Error" -}}
+{{- fail (printf "%s.configYaml is not a YAML mapping: %s" .where (get $cfg "Error")) -}}
+{{- end -}}
+{{- end -}}
+{{- $base := dict "run_name" (printf "star1-%s" .component) "store" (dict "uri" (include "star1.storeUri" .root)) -}}
+{{- $merged := mergeOverwrite $base $cfg -}}
+{{- $yaml := toYaml $merged -}}
+{{- include "star1.noSecrets" (list .where $yaml) -}}
+{{- range regexFindAll "(?m)^[ -]*[A-Za-z0-9_.-]+:" $yaml -1 -}}
+{{- $key := trimSuffix ":" (trimAll " -" .) -}}
+{{- if and (regexMatch "(?i)^(.*[_-])?(api[_-]?key|apikey|secret|password|passwd|token|credentials?|access[_-]key([_-]id)?)([_-].*)?$" $key) (not (has $key (list "api_key_env" "api_key_file"))) -}}
+{{- fail (printf "%s: config key %q looks like a credential: name the env var that holds it (llm.<role>.api_key_env) and put the value in a Secret" $.where $key) -}}
+{{- end -}}
+{{- end -}}
+{{- if not (hasPrefix "s3://" (toString $merged.store.uri)) -}}
+{{- fail (printf "%s: store.uri %q is not s3://… — a pod's local disk is gone when the cluster is torn down" .where (toString $merged.store.uri)) -}}
+{{- end -}}
+{{- $yaml -}}
+{{- end -}}
+
+{{/* The ConfigMap holding a job's run config; arg: as star1.configYaml plus "component" */}}
+{{- define "star1.configMap" -}}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ .name }}-config
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "star1.labels" (dict "root" .root "component" .component) | nindent 4 }}
+data:
+  config.yaml: |
+    {{- include "star1.configYaml" . | nindent 4 }}
+{{- end -}}
+
+{{/*
+The GPU/CPU worker groups of a job. eval: maxReplicas = ceil(dp × tp / gpus), and a tensor-parallel group
+must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap" NAME "image" IMAGE)
+*/}}
+{{- define "star1.workerGroups" -}}
+{{- $root := .root -}}
+{{- $ctx := . -}}
+{{- range $group, $g := .job.workers }}
+{{- $max := $g.maxReplicas -}}
+{{- $gpus := int ($g.gpus | default 0) -}}
+{{- if $ctx.job.parallelism }}
+{{- if hasKey $g "maxReplicas" }}
+{{- fail (printf "jobs.%s.workers.%s: set parallelism or maxReplicas, not both (maxReplicas is computed from parallelism)" $ctx.key $group) }}
+{{- end }}
+{{- if lt $gpus 1 }}
+{{- fail (printf "jobs.%s.workers.%s: parallelism needs a GPU group (gpus >= 1)" $ctx.key $group) }}
+{{- end }}
+{{- $tp := int $ctx.job.parallelism.tp -}}
+{{- if or (gt $tp $gpus) (ne (mod $gpus $tp) 0) }}
+{{- fail (printf "jobs.%s: tp=%d must divide the %d GPUs of a pod (a tensor-parallel group cannot span pods)" $ctx.key $tp $gpus) }}
+{{- end }}
+{{- $need := mul (int $ctx.job.parallelism.dp) $tp -}}
+{{- $max = div (add $need (sub $gpus 1)) $gpus -}}
+{{- end }}
+{{- if eq (kindOf $max) "invalid" }}
+{{- fail (printf "jobs.%s.workers.%s.maxReplicas is required" $ctx.key $group) }}
+{{- end }}
+{{- if gt (int $g.minReplicas) (int $max) }}
+{{- fail (printf "jobs.%s.workers.%s: minReplicas %d > maxReplicas %d" $ctx.key $group (int $g.minReplicas) (int $max)) }}
+{{- end }}
+- groupName: {{ $group }}
+  replicas: {{ $g.minReplicas }}
+  minReplicas: {{ $g.minReplicas }}
+  maxReplicas: {{ $max }}
+  rayStartParams: {}
+  {{- if or $gpus $g.acceleratorType }}
+  resources:
+    {{- if $gpus }}
+    GPU: {{ $gpus | quote }}
+    {{- end }}
+    {{- if $g.acceleratorType }}
+    {{ printf "accelerator_type:%s" $g.acceleratorType | quote }}: "1"
+    {{- end }}
+  {{- end }}
+  template:
+    metadata:
+      labels:
+        {{- include "star1.labels" (dict "root" $root "component" $ctx.key) | nindent 8 }}
+    spec:
+      automountServiceAccountToken: false
+      securityContext:
+        {{- include "star1.podSecurityContext" $root | nindent 8 }}
+      {{- with $root.Values.image.pullSecrets }}
+      imagePullSecrets:
+        {{- include "star1.imagePullSecrets" $root | nindent 8 }}
+      {{- end }}
+      {{- with $g.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $g.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      containers:
+        - name: ray-worker
+          image: {{ $ctx.image }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          resources:
+            requests:
+              cpu: {{ $g.cpu | quote }}
+              memory: {{ $g.memory | quote }}
+              {{- if $gpus }}
+              nvidia.com/gpu: {{ $gpus | quote }}
+              {{- end }}
+            limits:
+              cpu: {{ $g.cpu | quote }}
+              memory: {{ $g.memory | quote }}
+              {{- if $gpus }}
+              nvidia.com/gpu: {{ $gpus | quote }}
+              {{- end }}
+          env:
+            {{- include "star1.env" (dict "root" $root "job" $ctx.key "extra" list) | nindent 12 }}
+          securityContext:
+            {{- include "star1.containerSecurityContext" $root | nindent 12 }}
+          volumeMounts:
+            {{- include "star1.volumeMounts" $root | nindent 12 }}
+      volumes:
+        {{- include "star1.volumes" (dict "configMap" $ctx.configMap "shm" ($g.shmSize | default "1Gi")) | nindent 8 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+A RayJob spec. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "command" CMD "configMap" NAME "extraEnv" LIST)
+The entrypoint runs the command under star1.runlog: the driver log and a run manifest go to
+s3://<bucket>/<prefix>/_runs/<job>/ before the job ends, so they survive the cluster's teardown.
+*/}}
+{{- define "star1.rayJobSpec" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+{{- $image := include "star1.image" (list $root .job.variant) -}}
+{{- $cpuImage := include "star1.image" (list $root "cpu") -}}
+{{- include "star1.noSecrets" (list (printf "the %s command" .key) .command) -}}
+entrypoint: {{ printf "python -m star1.runlog --to %s/_runs/%s --cwd %s -- sh -c %s" (include "star1.storeUri" $root) .key $v.workingDir (include "star1.shellQuote" .command) | quote }}
+submissionMode: K8sJobMode
+activeDeadlineSeconds: {{ $v.lifecycle.activeDeadlineSeconds }}
+preRunningDeadlineSeconds: {{ $v.lifecycle.preRunningDeadlineSeconds }}
+backoffLimit: {{ $v.lifecycle.backoffLimit }}
+{{- if eq $v.lifecycle.cleanup "shutdown" }}
+shutdownAfterJobFinishes: true
+ttlSecondsAfterFinished: {{ $v.lifecycle.ttlSecondsAfterFinished }}
+{{- else }}
+deletionStrategy:
+  deletionRules:
+    - {policy: DeleteCluster, condition: {jobStatus: SUCCEEDED, ttlSeconds: {{ $v.lifecycle.ttlSecondsAfterFinished }}}}
+    - {policy: DeleteCluster, condition: {jobStatus: FAILED, ttlSeconds: {{ $v.lifecycle.keepFailedSeconds }}}}
+    - {policy: DeleteCluster, condition: {jobDeploymentStatus: Failed, ttlSeconds: {{ $v.lifecycle.keepFailedSeconds }}}}
+    - {policy: DeleteSelf, condition: {jobStatus: SUCCEEDED, ttlSeconds: {{ $v.lifecycle.deleteRayJobAfterSeconds }}}}
+    - {policy: DeleteSelf, condition: {jobStatus: FAILED, ttlSeconds: {{ $v.lifecycle.deleteRayJobAfterSeconds }}}}
+{{- end }}
+submitterConfig:
+  backoffLimit: {{ $v.lifecycle.submitterBackoffLimit }}
+submitterPodTemplate:
+  metadata:
+    labels:
+      {{- include "star1.labels" (dict "root" $root "component" (printf "%s-submitter" .key)) | nindent 6 }}
+  spec:
+    restartPolicy: Never
+    automountServiceAccountToken: false
+    securityContext:
+      {{- include "star1.podSecurityContext" $root | nindent 6 }}
+    {{- with $v.image.pullSecrets }}
+    imagePullSecrets:
+      {{- include "star1.imagePullSecrets" $root | nindent 6 }}
+    {{- end }}
+    containers:
+      - name: ray-job-submitter
+        image: {{ $cpuImage }}
+        imagePullPolicy: {{ $v.image.pullPolicy }}
+        resources:
+          requests: {cpu: {{ $v.submitter.cpu | quote }}, memory: {{ $v.submitter.memory | quote }}}
+          limits: {cpu: {{ $v.submitter.cpu | quote }}, memory: {{ $v.submitter.memory | quote }}}
+        securityContext:
+          {{- include "star1.containerSecurityContext" $root | nindent 10 }}
+rayClusterSpec:
+  rayVersion: {{ $v.rayVersion | quote }}
+  authOptions:
+    mode: {{ $v.ray.auth }}
+  enableInTreeAutoscaling: true
+  autoscalerOptions:
+    version: v2
+    upscalingMode: {{ $v.autoscaler.upscalingMode }}
+    idleTimeoutSeconds: {{ $v.autoscaler.idleTimeoutSeconds }}
+    imagePullPolicy: {{ $v.image.pullPolicy }}
+    resources:
+      requests: {cpu: {{ $v.autoscaler.cpu | quote }}, memory: {{ $v.autoscaler.memory | quote }}}
+      limits: {cpu: {{ $v.autoscaler.cpu | quote }}, memory: {{ $v.autoscaler.memory | quote }}}
+    securityContext:
+      {{- include "star1.containerSecurityContext" $root | nindent 6 }}
+  headGroupSpec:
+    rayStartParams: {}
+    resources:
+      CPU: "0"
+      GPU: "0"
+    template:
+      metadata:
+        labels:
+          {{- include "star1.labels" (dict "root" $root "component" .key) | nindent 10 }}
+      spec:
+        securityContext:
+          {{- include "star1.podSecurityContext" $root | nindent 10 }}
+        {{- with $v.image.pullSecrets }}
+        imagePullSecrets:
+          {{- include "star1.imagePullSecrets" $root | nindent 10 }}
+        {{- end }}
+        containers:
+          - name: ray-head
+            image: {{ $image }}
+            imagePullPolicy: {{ $v.image.pullPolicy }}
+            ports:
+              - {containerPort: 6379, name: gcs-server}
+              - {containerPort: 8265, name: dashboard}
+              - {containerPort: 10001, name: client}
+            resources:
+              requests: {cpu: {{ $v.head.cpu | quote }}, memory: {{ $v.head.memory | quote }}}
+              limits: {cpu: {{ $v.head.cpu | quote }}, memory: {{ $v.head.memory | quote }}}
+            env:
+              {{- $extra := append (.extraEnv | default list) (dict "name" "RAY_JOB_STOP_WAIT_TIME_S" "value" (toString $v.lifecycle.stopWaitSeconds)) }}
+              {{- include "star1.env" (dict "root" $root "job" .key "extra" $extra) | nindent 14 }}
+            securityContext:
+              {{- include "star1.containerSecurityContext" $root | nindent 14 }}
+            volumeMounts:
+              {{- include "star1.volumeMounts" $root | nindent 14 }}
+        volumes:
+          {{- include "star1.volumes" (dict "configMap" .configMap "shm" $v.head.shmSize) | nindent 10 }}
+  workerGroupSpecs:
+    {{- include "star1.workerGroups" (dict "root" $root "key" .key "job" .job "configMap" .configMap "image" $image) | trim | nindent 4 }}
+{{- end -}}
+
+{{/* A job's ConfigMap + RayJob, the body of templates/<job>.yaml; arg: (list $ KEY) */}}
+{{- define "star1.jobManifests" -}}
+{{- $root := index . 0 -}}
+{{- $key := index . 1 -}}
+{{- $job := index $root.Values.jobs $key -}}
+{{- if $job.enabled -}}
+{{- $name := include "star1.name" (list $root $key 47) -}}
+{{- include "star1.configMap" (dict "root" $root "name" $name "component" $key "where" (printf "jobs.%s" $key) "config" $job.config "configYaml" $job.configYaml) }}
+---
+apiVersion: ray.io/v1
+kind: RayJob
+metadata:
+  name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "star1.labels" (dict "root" $root "component" $key) | nindent 4 }}
+spec:
+  {{- include "star1.rayJobSpec" (dict "root" $root "key" $key "job" $job "command" $job.command "configMap" (printf "%s-config" $name)) | nindent 2 }}
+{{- end -}}
+{{- end -}}

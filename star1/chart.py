@@ -1,0 +1,130 @@
+"""The Helm chart `helm/star1` as data: offline rendering (helm-python-sdk embeds Helm v4, no binary, no
+cluster), the rendered objects, and `k8s/` — the kubectl-ready rendering with default values.
+
+    python -m star1.chart write     # re-render k8s/ (`make k8s`)
+    python -m star1.chart check     # exit 1 when k8s/ differs from a fresh render
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CHART_DIR = REPO / "helm" / "star1"
+K8S_DIR = REPO / "k8s"
+RELEASE = "star1"
+NAMESPACE = "star1"
+JOBS = ("curate", "sft", "eval")
+HEADER = (
+    "# Rendered from helm/star1 with its default values (release {release}, namespace {namespace}) by\n"
+    "# `make k8s`. Do not edit: change the chart and re-render (a test keeps this file in sync).\n"
+)
+
+
+class ChartError(RuntimeError):
+    """The chart could not be found, loaded or rendered (the message says why)."""
+
+
+def chart_dir(path: str | Path | None = None) -> Path:
+    """The chart folder: `path`, else $STAR1_CHART, else the repository's helm/star1."""
+    d = Path(path or os.environ.get("STAR1_CHART") or CHART_DIR)
+    if not (d / "Chart.yaml").is_file():
+        raise ChartError(f"no Helm chart at {d} (pass --chart or set STAR1_CHART to helm/star1)")
+    return d
+
+
+def _helm():
+    try:
+        import helm_python
+    except ImportError:
+        raise ChartError(
+            "rendering the chart needs helm-python-sdk: pip install 'helm-python-sdk==0.2.2' "
+            "(or the star1[k8s] extra)"
+        ) from None
+    return helm_python
+
+
+def render(
+    values: dict[str, Any] | None = None,
+    *,
+    chart: str | Path | None = None,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+) -> dict[str, str]:
+    """Render the chart: `{template path: YAML}`; bad values or a failing template raise ChartError."""
+    helm = _helm()
+    try:
+        with helm.Chart.load(str(chart_dir(chart))) as c:
+            return c.render(values, name=release, namespace=namespace, is_install=True)
+    except helm.HelmError as e:
+        raise ChartError(str(e)) from None
+
+
+def lint(values: dict[str, Any] | None = None, *, chart: str | Path | None = None) -> dict[str, Any]:
+    """`helm lint --strict` findings as data."""
+    return _helm().lint(str(chart_dir(chart)), values, strict=True, namespace=NAMESPACE)
+
+
+def objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
+    """Every Kubernetes object of a rendering, in template order."""
+    out = []
+    for name in sorted(rendered):
+        if name.endswith(".yaml"):
+            out.extend(d for d in yaml.safe_load_all(rendered[name]) if d)
+    return out
+
+
+def k8s_files(rendered: dict[str, str], release: str = RELEASE, namespace: str = NAMESPACE) -> dict[str, str]:
+    """`{file name: text}` for k8s/: one file per template that rendered something."""
+    head = HEADER.format(release=release, namespace=namespace)
+    return {
+        Path(name).name: head + text.strip() + "\n"
+        for name, text in sorted(rendered.items())
+        if name.endswith(".yaml") and text.strip()
+    }
+
+
+def write_k8s(directory: Path = K8S_DIR) -> list[Path]:
+    """Re-render k8s/ with the chart's default values; stale rendered files are removed."""
+    files = k8s_files(render())
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("*.yaml"):
+        if old.name not in files:
+            old.unlink()
+    written = []
+    for name, text in files.items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def stale_k8s(directory: Path = K8S_DIR) -> list[str]:
+    """Names of k8s/ files that differ from a fresh render (missing, extra or changed)."""
+    want = k8s_files(render())
+    have = {p.name: p.read_text(encoding="utf-8") for p in directory.glob("*.yaml")}
+    return sorted(n for n in want.keys() | have.keys() if want.get(n) != have.get(n))
+
+
+def main(argv: list[str] | None = None) -> int:
+    cmd = (argv if argv is not None else sys.argv[1:])[:1]
+    if cmd == ["write"]:
+        for p in write_k8s():
+            print(p.relative_to(REPO))
+        return 0
+    if cmd == ["check"]:
+        stale = stale_k8s()
+        for name in stale:
+            print(f"k8s/{name} differs from a fresh render of helm/star1: run `make k8s`", file=sys.stderr)
+        return 1 if stale else 0
+    print("usage: python -m star1.chart write|check", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
