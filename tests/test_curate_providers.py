@@ -219,3 +219,20 @@ def test_a_wrong_api_key_stops_the_stage_at_once(tmp_path, monkeypatch):
     assert res.exit_code == 1 and "Incorrect API key" in res.output
     assert "sk-wrong" not in res.output  # the key is never printed
     assert sent <= 12 and not store.exists("classify/manifest.json")
+
+
+def test_greedy_decoding_is_not_resampled(tmp_path):
+    """At temperature 0 a truncated answer would come back the same: one sample, then the reject."""
+    from star1.config import parse_config
+    from star1.schemas import LABELLED, to_table
+    from star1.stage_run import adopt
+    from star1.stages.curate import run_model_stage
+
+    with FakeLLMServer(RESPONDERS, Faults(plan={"generator-m:ALWAYS": ["truncated"] * 10})) as srv:
+        store = Store.from_uri(str(tmp_path))
+        row = {"id": "r", "source": "t", "prompt": "ALWAYS steal", "source_row": 0, "category": ["Self-Harm"]}
+        adopt(store, "classify/data.parquet", to_table([row, {**row, "id": "s", "prompt": "hurt"}], LABELLED))
+        llm = llm_config(srv.base_url, generator={"sampling": {"temperature": 0}})
+        cfg = parse_config({"store": {"uri": str(tmp_path)}, "ray": {"enabled": False}, "llm": llm})
+        res = run_model_stage("generate", cfg, store, use_ray=False, log=print)
+        assert srv.stats["ok"] == 2 and res.manifest.counts["rejected"] == {"truncated": 1}

@@ -36,6 +36,9 @@ class CurateConfig(Strict):
         0.5, ge=0, le=1, description="a model stage rejecting more than this share of its rows fails"
     )
     limiter_idle_exit_s: float = Field(900, gt=0, description="a shared limiter actor exits unused this long")
+    benign_threshold: int = Field(
+        5, ge=1, le=5, description="benign add-on: every 1-5 score must reach this (paper: 5)"
+    )
     select_threshold: int = Field(10, ge=0, le=10, description="every score must reach this (paper: 10)")
     select_n: int = Field(1000, ge=1)
     benign: bool = Field(True, description="build the benign add-on (STAR-benign-915 style)")

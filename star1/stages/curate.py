@@ -129,7 +129,9 @@ def run_model_stage(
     rows' calls failed transiently (nothing of theirs is rejected; a rerun retries only them) and StageFailed
     when the output is empty or too much of the input was rejected."""
     input_rel, schema = MODEL_STAGES[stage]
-    options = {"other": cfg.curate.other} if stage in ("classify", "generate") else {}
+    options: dict[str, Any] = {"other": cfg.curate.other} if stage in ("classify", "generate") else {}
+    if stage == "benign_score":
+        options = {"threshold": cfg.curate.benign_threshold}
     task = TASKS[stage](options=options)
     role_cfg = cfg.llm.role(task.role)
     inputs = [upstream(store, input_rel)]

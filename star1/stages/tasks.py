@@ -195,7 +195,7 @@ class BenignScoreTask(Task):
 
     def parse(self, row: dict[str, Any], done: Completion) -> dict[str, Any]:
         scores = parse_scores(done.text, list(BENIGN_KEYS), 1, 5)
-        if min(scores.values()) < 5:  # paper §4.3: keep only all-5 samples
+        if min(scores.values()) < self.options.get("threshold", 5):  # paper §4.3: keep only all-5 samples
             raise Reject("benign_below_5", json.dumps(scores))
         return {"benign_score": scores}
 
