@@ -7,6 +7,7 @@ from pydantic import Field
 from star1.config.base import Strict
 from star1.config.collect import CollectConfig
 from star1.config.curate import CurateConfig
+from star1.config.eval import EvalConfig
 from star1.config.llm import LLMConfig
 from star1.config.runtime import RayConfig, StoreConfig
 
@@ -18,4 +19,5 @@ class Star1Config(Strict):
     collect: CollectConfig | None = None
     llm: LLMConfig = Field(default_factory=LLMConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     base_dir: str = Field(".", description="folder that relative paths in this config are resolved against")
