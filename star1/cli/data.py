@@ -128,3 +128,6 @@ def pipeline(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = Fa
     console.print(f"[green]done[/green]: dataset {store.url('export/star1.json')}")
     print(store.url("export/star1.json"))
     print(store.url("export/README.md"))
+    from star1.cli.eval import pipeline_evals
+
+    pipeline_evals(load(config, set_), store, force)  # base (+ fine-tuned) model scores, when configured

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from star1.config import ConfigError, Loader, RowFilter, SampleSpec, Strict, load_yaml
 
@@ -90,9 +90,10 @@ def load_registry(path: str | None = None) -> dict[str, BenchmarkSpec]:
     for i, item in enumerate(raw.get("benchmarks") or []):
         try:
             spec = BenchmarkSpec.model_validate(item)
-        except Exception as e:
+        except ValidationError as e:
             name = item.get("name", "?") if isinstance(item, dict) else "?"
-            raise ConfigError(f"{file}: benchmarks.{i} ({name}): {e}") from None
+            why = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'entry'}: {x['msg']}" for x in e.errors())
+            raise ConfigError(f"{file}: benchmarks.{i} ({name}): {why}") from None
         if spec.name in out:
             raise ConfigError(f"{file}: duplicate benchmark name '{spec.name}'")
         out[spec.name] = spec

@@ -66,7 +66,7 @@ def _identity(desc: dict[str, Any]) -> str:
     return stable_hash({k: desc.get(k) for k in keys})
 
 
-def _registry_path(cfg: Star1Config) -> str | None:
+def registry_path(cfg: Star1Config) -> str | None:
     reg = cfg.eval.registry
     if reg is None:
         return None
@@ -120,7 +120,7 @@ class _Run:
         self.stats: dict[str, Any] = {}
         store_opts = {"endpoint_url": cfg.store.endpoint_url, "region": cfg.store.region}
         t0 = time.time()
-        registry = _registry_path(cfg)
+        registry = registry_path(cfg)
         specs = resolve(self.ev.benchmarks, registry)
         base = str(Path(registry).parent) if registry else cfg.base_dir  # a registry's files sit beside it
         self.benches: list[LoadedBenchmark] = [
