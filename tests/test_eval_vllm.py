@@ -80,7 +80,8 @@ def test_three_benchmarks_end_to_end_on_vllm(vllm_pool, tmp_path):
     )
     assert model["max_model_len"] == 2048 and model["dtype"] == "auto"
     sampling = m["params"]["benchmarks"]["demo_safety"]["sampling"][0]
-    assert sampling["temperature"] == 0 and sampling["repetition_penalty"] == 1.2 and sampling["seed"] == 46
+    assert sampling["temperature"] == 0 and sampling["repetition_penalty"] == 1.2 and sampling["seed"] is None
+    assert m["params"]["seed"] == 46 and m["params"]["profile"] == "paper"
     assert sampling["max_tokens"] == 32  # the demo cap over the paper's 8000
     assert m["params"]["guard"]["model"]["model_hash"] == model["model_hash"]  # SmolLM2 stands in
     assert m["params"]["guard"]["format"] == "task_as_user" and m["params"]["guard"]["include_reasoning"]

@@ -27,4 +27,6 @@ def sampling_for(spec: BenchmarkSpec, ev: EvalConfig, sample_idx: int = 0) -> Sa
     if ev.profile == "r1":
         return Sampling(temperature=0.6, top_p=0.95, max_tokens=limit, seed=ev.seed + sample_idx)
     top_p = 1.0 if spec.profile == "safety" else 0.95
-    return Sampling(temperature=0.0, top_p=top_p, max_tokens=limit, repetition_penalty=1.2, seed=ev.seed)
+    # greedy decoding draws nothing at random: no per-request seed (a seeded request takes vLLM's slower
+    # per-request sampler path); the seed is still recorded in the manifest
+    return Sampling(temperature=0.0, top_p=top_p, max_tokens=limit, repetition_penalty=1.2)

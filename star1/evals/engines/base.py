@@ -26,6 +26,7 @@ class Sampling:
     stop: tuple[str, ...] = ()
     logprobs: int | None = None
     regex: str | None = None  # guided decoding (a stand-in judge held to the verdict format)
+    ignore_eos: bool = False  # benchmarks only: generate exactly max_tokens
 
     def vllm(self) -> dict[str, Any]:
         p = {k: v for k, v in asdict(self).items() if v is not None}

@@ -27,6 +27,8 @@ def sampling_config(s: Sampling) -> SamplingConfig:
         extra["repetition_penalty"] = s.repetition_penalty
     if s.top_k not in (-1, 0):
         extra["top_k"] = s.top_k
+    if s.ignore_eos:
+        extra["ignore_eos"] = True
     if s.regex:
         extra["structured_outputs"] = {"regex": s.regex}
     if s.logprobs:
