@@ -186,3 +186,45 @@ def test_cli_eval_and_did_you_mean(server, tmp_path):
     assert bad.exit_code == 1 and "did you mean t_mcq" in bad.output
     listing = runner.invoke(app, ["benchmarks"])
     assert listing.exit_code == 0 and "demo_xstest" in listing.output
+
+
+def test_sigkilled_eval_resumes_without_redoing_stored_work(server, tmp_path):
+    """A real kill: `star1 eval` in a child process, SIGKILLed once its first generation chunk is stored;
+    the rerun asks the endpoint only for what was not stored."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    slow = FakeLLMServer(
+        {"target": lambda req: "I cannot help with that.", "guard": guard}, Faults(latency_s=0.25)
+    )
+    with slow:
+        data = _cfg(slow, tmp_path / "store", benchmarks=["t_safety", "t_math"], chunk_size=2)
+        data["eval"]["model"]["endpoint"]["concurrency"] = 1
+        cfg_path = tmp_path / "run.yaml"
+        cfg_path.write_text(yaml.safe_dump(data))
+        cmd = [sys.executable, "-m", "star1", "eval", "-c", str(cfg_path)]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        gen = tmp_path / "store" / "eval" / "target" / "generations"
+        deadline = time.time() + 60
+        while time.time() < deadline and not (gen.exists() and any(gen.glob("part-*.parquet"))):
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert any(gen.glob("part-*.parquet")), "no chunk was stored before the kill"
+        assert not (tmp_path / "store" / "eval" / "target" / "manifest.json").exists()
+        asked_before = slow.stats["ok"]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        store = Store.from_uri(str(tmp_path / "store"))
+        gen_stats = store.read_json("eval/target/manifest.json")["usage"]["passes"]["generation"]
+        assert gen_stats["requests"] == 9 and gen_stats["reused"] >= 2
+        assert gen_stats["reused"] + gen_stats["generated"] == 9
+        # every call finished before the kill came from the response cache; the rest was asked once
+        target_calls = slow.stats["ok"] - asked_before
+        assert target_calls <= 9 - gen_stats["reused"] + 5  # + the guard's 5 verdicts

