@@ -52,10 +52,10 @@ def test_s3_model_is_downloaded_once(bucket, tmp_path, monkeypatch):
 
 def test_bad_model_paths(tmp_path, bucket):
     store = Store.from_uri(str(tmp_path))
-    with pytest.raises(ModelSourceError, match="has no config.json"):
+    with pytest.raises(ModelSourceError, match=r"has no config\.json"):
         resolve_model(ModelConfig(path="store:train/model"), store)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelSourceError, match="no config.json"):
+    with pytest.raises(ModelSourceError, match=r"no config\.json"):
         resolve_model(ModelConfig(path=str(tmp_path / "empty")), None)
     with pytest.raises(ModelSourceError, match="does not exist"):
         resolve_model(ModelConfig(path=str(tmp_path / "missing")), None)

@@ -42,7 +42,7 @@ def eval_cfg(store: Path, **extra) -> dict:
 
 @pytest.fixture(scope="module")
 def vllm_pool():
-    """One in-process SmolLM2 engine for this module (model, guard and refusal judge share it); freed after."""
+    """One in-process SmolLM2 engine for this module: model, guard and refusal judge share it."""
     pool = EnginePool(None, chunk=64)
     pool.get(ModelHandle(ModelConfig(**SMOL), None))
     yield pool
