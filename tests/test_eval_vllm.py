@@ -164,3 +164,15 @@ def test_ray_data_llm_backend_on_cpu(ray_local, tmp_path):
     model = res.manifest.params["model"]
     assert model["backend"] == "ray" and model["data_parallel_size"] == 1
     assert res.manifest.status == "complete"
+
+
+def test_prompt_longer_than_the_context_is_a_per_request_error(vllm_pool):
+    from star1.evals.engines import GenRequest, Sampling
+
+    engine = vllm_pool.get(ModelHandle(ModelConfig(**SMOL), None))
+    s = Sampling(max_tokens=8)
+    long = GenRequest("long", s, (("user", "word " * 3000),))
+    short = GenRequest("short", s, (("user", "Say hi."),))
+    out = {r.key: r for r in engine.generate([long, short])}
+    assert out["long"].text is None and out["long"].error.startswith("prompt_too_long")
+    assert out["short"].text and out["short"].error is None and out["short"].completion_tokens <= 8

@@ -31,9 +31,6 @@ def sampling_config(s: Sampling) -> SamplingConfig:
         extra["ignore_eos"] = True
     if s.regex:
         extra["structured_outputs"] = {"regex": s.regex}
-    if s.logprobs:
-        extra["logprobs"] = True
-        extra["top_logprobs"] = s.logprobs
     return SamplingConfig(
         temperature=s.temperature,
         top_p=s.top_p,

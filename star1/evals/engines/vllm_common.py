@@ -46,8 +46,9 @@ class PromptRenderer:
     def __init__(self, cfg: ModelConfig, model: ResolvedModel) -> None:
         from transformers import AutoTokenizer
 
-        self.tok = AutoTokenizer.from_pretrained(cfg.tokenizer or model.source)
+        self.tok = AutoTokenizer.from_pretrained(cfg.tokenizer or str(model.local_dir or model.source))
         self.chat_template: str | None = getattr(self.tok, "chat_template", None)
+        self.limit = context_limit(cfg, model)
 
     def text(self, req: GenRequest) -> str:
         if req.raw_prompt is not None:
@@ -59,6 +60,33 @@ class PromptRenderer:
     def token_ids(self, req: GenRequest) -> list[int]:
         # the rendered text carries its special tokens (BOS included where the template adds it)
         return list(self.tok(self.text(req), add_special_tokens=False)["input_ids"])
+
+    def fit(self, req: GenRequest) -> tuple[list[int], dict[str, Any]] | str:
+        """(token ids, vLLM sampling params with max_tokens clamped to the context left), or why the
+        request cannot run (a prompt longer than the context is a per-request error, not a failed batch)."""
+        ids = self.token_ids(req)
+        params = req.sampling.vllm()
+        if self.limit is not None:
+            room = self.limit - len(ids)
+            if room < 1:
+                return f"prompt_too_long: {len(ids)} tokens, context {self.limit}"
+            params["max_tokens"] = min(params["max_tokens"], room)
+        return ids, params
+
+
+def context_limit(cfg: ModelConfig, model: ResolvedModel) -> int | None:
+    """max_model_len, else the model's max_position_embeddings (when its config is on this machine)."""
+    if cfg.max_model_len:
+        return cfg.max_model_len
+    if model.local_dir is not None and (model.local_dir / "config.json").exists():
+        import json
+
+        conf = json.loads((model.local_dir / "config.json").read_text())
+        value = conf.get("max_position_embeddings") or conf.get("text_config", {}).get(
+            "max_position_embeddings"
+        )
+        return int(value) if value else None
+    return None
 
 
 def engine_kwargs(cfg: ModelConfig, cpu: bool) -> dict[str, Any]:

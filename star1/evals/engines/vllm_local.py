@@ -21,8 +21,8 @@ from star1.evals.engines.vllm_common import (
 )
 
 
-def _params(cls: Any, req: GenRequest) -> Any:
-    kw = req.sampling.vllm()
+def _params(cls: Any, params: dict[str, Any]) -> Any:
+    kw = dict(params)
     if "structured_outputs" in kw:
         from vllm.sampling_params import StructuredOutputsParams
 
@@ -40,7 +40,7 @@ class VLLMLocalEngine:
         self.renderer = PromptRenderer(cfg, model)
         self.cpu = on_cpu()
         self.kwargs = engine_kwargs(cfg, self.cpu)
-        self.llm: Any = LLM(model=model.source, **self.kwargs)
+        self.llm: Any = LLM(model=str(model.local_dir or model.source), **self.kwargs)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -54,11 +54,17 @@ class VLLMLocalEngine:
 
         pending = list(requests)
         for start in range(0, len(pending), self.batch):
-            part = pending[start : start + self.batch]
-            prompts = [TokensPrompt(prompt_token_ids=self.renderer.token_ids(r)) for r in part]
-            params = [_params(SamplingParams, r) for r in part]
+            fitted = [(r, self.renderer.fit(r)) for r in pending[start : start + self.batch]]
+            for r, f in fitted:
+                if isinstance(f, str):
+                    yield GenResult(key=r.key, text=None, error=f)
+            part = [(r, f) for r, f in fitted if not isinstance(f, str)]
+            if not part:
+                continue
+            prompts = [TokensPrompt(prompt_token_ids=ids) for _, (ids, _) in part]
+            params = [_params(SamplingParams, p) for _, (_, p) in part]
             outs = self.llm.generate(prompts, params, use_tqdm=False)
-            for req, out in zip(part, outs, strict=True):
+            for (req, _), out in zip(part, outs, strict=True):
                 o = out.outputs[0]
                 yield GenResult(
                     key=req.key,

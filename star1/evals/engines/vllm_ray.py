@@ -89,10 +89,17 @@ class VLLMRayEngine:
         reqs = {r.key: r for r in requests}
         if not reqs:
             return
-        rows = [
-            {"key": r.key, "ids": self.renderer.token_ids(r), "sampling": r.sampling.vllm()}
-            for r in reqs.values()
-        ]
+        rows = []
+        limits: dict[str, int] = {}
+        for r in reqs.values():
+            f = self.renderer.fit(r)
+            if isinstance(f, str):
+                yield GenResult(key=r.key, text=None, error=f)
+            else:
+                rows.append({"key": r.key, "ids": f[0], "sampling": f[1]})
+                limits[r.key] = f[1]["max_tokens"]
+        if not rows:
+            return
         ds = ray.data.from_items(rows)
         for row in self._processor()(ds).iter_rows():
             req = reqs[row["key"]]
@@ -101,7 +108,7 @@ class VLLMRayEngine:
                 text=None if row["error"] else row["text"],
                 finish_reason=None
                 if row["error"]
-                else finish_reason(row["completion_tokens"], req.sampling.max_tokens),
+                else finish_reason(row["completion_tokens"], limits[req.key]),
                 prompt_tokens=row["prompt_tokens"],
                 completion_tokens=row["completion_tokens"],
                 top_logprobs=json.loads(row["logprobs"]) if row["logprobs"] else None,
