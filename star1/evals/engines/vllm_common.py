@@ -12,7 +12,7 @@ from typing import Any
 
 from star1.config import ModelConfig
 from star1.evals.engines.base import GenRequest
-from star1.evals.engines.model_source import ResolvedModel, model_hashes
+from star1.evals.engines.model_source import ModelSourceError, ResolvedModel, model_hashes
 from star1.llm.local_server import cache_root
 
 VLLM_ENV = {
@@ -46,7 +46,13 @@ class PromptRenderer:
     def __init__(self, cfg: ModelConfig, model: ResolvedModel) -> None:
         from transformers import AutoTokenizer
 
-        self.tok = AutoTokenizer.from_pretrained(cfg.tokenizer or str(model.local_dir or model.source))
+        where = cfg.tokenizer or str(model.local_dir or model.source)
+        try:
+            self.tok = AutoTokenizer.from_pretrained(where)
+        except (OSError, ValueError) as e:
+            raise ModelSourceError(
+                f"cannot load the tokenizer of model {model.given!r} from {where}: {e}"
+            ) from None
         self.chat_template: str | None = getattr(self.tok, "chat_template", None)
         self.limit = context_limit(cfg, model)
 
