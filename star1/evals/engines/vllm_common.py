@@ -15,17 +15,21 @@ from star1.evals.engines.base import GenRequest
 from star1.evals.engines.model_source import ModelSourceError, ResolvedModel, model_hashes
 from star1.llm.local_server import cache_root
 
-VLLM_ENV = {
-    "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-    "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-    "VLLM_NO_USAGE_STATS": "1",
-    "DO_NOT_TRACK": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
+# hub settings passed on to Ray engine workers (never secrets: workers get those from their own pods)
+PASSED_ON = ("HF_HUB_OFFLINE", "HF_HOME")
 
 
 def vllm_env() -> dict[str, str]:
-    return {**VLLM_ENV, "VLLM_CACHE_ROOT": os.environ.get("VLLM_CACHE_ROOT", str(cache_root() / "vllm"))}
+    """Engine environment: no usage reporting, a KV cache size for CPU engines (ignored on GPUs), the
+    cache under star1's cache root, and the caller's hub settings (offline only where the caller is)."""
+    env = {
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "VLLM_CACHE_ROOT": os.environ.get("VLLM_CACHE_ROOT", str(cache_root() / "vllm")),
+    }
+    return env | {k: os.environ[k] for k in PASSED_ON if k in os.environ}
 
 
 def on_cpu() -> bool:
