@@ -228,3 +228,26 @@ def test_sigkilled_eval_resumes_without_redoing_stored_work(server, tmp_path):
         # every call finished before the kill came from the response cache; the rest was asked once
         target_calls = slow.stats["ok"] - asked_before
         assert target_calls <= 9 - gen_stats["reused"] + 5  # + the guard's 5 verdicts
+
+
+def test_r1_profile_pass_at_1_over_seeded_samples(server, tmp_path):
+    """R1-style profile: n samples per item, sample i seeded with seed + i; pass@1 = mean over samples per
+    item, then over items, with the standard error of the per-item means."""
+    from star1.evals.metrics import mean_stderr
+
+    def by_seed(req: dict) -> str:  # right on even seeds only: 2 of 3 samples (seeds 46, 47, 48)
+        return "\\boxed{12}" if req["seed"] % 2 == 0 else "\\boxed{13}"
+
+    srv = FakeLLMServer({"target": by_seed})
+    with srv:
+        data = _cfg(srv, tmp_path, benchmarks=["t_math"], profile="r1", samples=3, limit=2)
+        res = run_eval(parse_config(data), Store.from_uri(str(tmp_path)), log=print)
+    m = res.summary.benchmarks["t_math"]
+    assert m.metric == "pass@1" and m.n_items == 2 and m.n_samples == 6
+    assert m.value == pytest.approx(200 / 3, abs=1e-3)  # both items answered 12: right on 2 of 3 samples
+    assert m.stderr == 0.0
+    sampling = res.manifest.params["benchmarks"]["t_math"]["sampling"]
+    assert [s["seed"] for s in sampling] == [46, 47, 48]
+    assert {(s["temperature"], s["top_p"], s["repetition_penalty"]) for s in sampling} == {(0.6, 0.95, 1.0)}
+    assert mean_stderr([1.0, 0.0, 1.0, 0.0]) == pytest.approx((0.5, 0.2886751), abs=1e-6)
+    assert mean_stderr([0.5])[1] is None
