@@ -95,19 +95,22 @@ def test_p_unsafe_from_logprobs():
 # ------------------------------------------------------------------------------------------ refusal
 
 
-def _labelled():
-    return [json.loads(ln) for ln in (DATA / "refusal_labelled.jsonl").read_text().splitlines()]
+def _labelled(name: str):
+    return [json.loads(ln) for ln in (DATA / name).read_text().splitlines()]
 
 
-def test_refusal_string_stage_agreement_on_labelled_completions():
-    rows = _labelled()
+@pytest.mark.parametrize("name", ["refusal_labelled.jsonl", "refusal_heldout.jsonl"])
+def test_refusal_string_stage_agreement_on_labelled_completions(name):
+    """refusal_labelled: the development set (the pivot list was tuned on it); refusal_heldout: written
+    after the rule was fixed and never used to change it."""
+    rows = _labelled(name)
     decided = [(r, refusal.string_stage(r["completion"])) for r in rows]
     made = [(r, d) for r, d in decided if d is not None]
     agree = sum(r["label"] == d for r, d in made)
     coverage, accuracy = len(made) / len(rows), agree / len(made)
     xs = sum(refusal.xstest_strmatch(r["completion"]) == r["label"] for r in rows) / len(rows)
     print(
-        f"string stage: decides {len(made)}/{len(rows)} ({coverage:.0%}), agrees on {agree} "
+        f"{name}: string stage decides {len(made)}/{len(rows)} ({coverage:.0%}), agrees on {agree} "
         f"({accuracy:.0%}); XSTest prefix rule alone agrees on {xs:.0%}"
     )
     assert accuracy >= 0.95 and coverage >= 0.6
