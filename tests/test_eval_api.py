@@ -200,7 +200,7 @@ def test_sigkilled_eval_resumes_without_redoing_stored_work(server, tmp_path):
     import yaml
 
     slow = FakeLLMServer(
-        {"target": lambda req: "I cannot help with that.", "guard": guard}, Faults(latency_s=0.25)
+        {"target": lambda req: "I cannot help with that.", "guard": guard}, Faults(latency_s=0.5)
     )
     with slow:
         data = _cfg(slow, tmp_path / "store", benchmarks=["t_safety", "t_math"], chunk_size=2)
