@@ -2,4 +2,5 @@
 
 from star1.cli import app
 
-app()
+if __name__ == "__main__":  # vLLM engines spawn processes that re-import the main module
+    app()

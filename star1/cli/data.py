@@ -162,3 +162,6 @@ def pipeline(
     console.print(f"[green]done[/green]: dataset {store.url('export/star1.json')}")
     print(store.url("export/star1.json"))
     print(store.url("export/README.md"))
+    from star1.cli.eval import pipeline_evals
+
+    pipeline_evals(load(config, set_), store, force)  # base (+ fine-tuned) model scores, when configured

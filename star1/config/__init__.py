@@ -18,6 +18,16 @@ from star1.config.collect import (
     SourceSpec,
 )
 from star1.config.curate import CurateConfig
+from star1.config.eval import (
+    BUILTIN_SMOLLM2,
+    EvalConfig,
+    GuardConfig,
+    MathConfig,
+    ModelConfig,
+    PipelineEvalConfig,
+    RefusalJudgeConfig,
+    SandboxConfig,
+)
 from star1.config.llm import (
     GENERATOR_SAMPLING,
     LOCAL,
@@ -33,6 +43,7 @@ from star1.config.root import Star1Config
 from star1.config.runtime import RayConfig, StoreConfig
 
 __all__ = [
+    "BUILTIN_SMOLLM2",
     "GENERATOR_SAMPLING",
     "LOCAL",
     "ROLES",
@@ -40,17 +51,24 @@ __all__ = [
     "ConfigError",
     "CurateConfig",
     "EmbeddingConfig",
+    "EvalConfig",
     "FileLoader",
+    "GuardConfig",
     "HFLoader",
     "LLMConfig",
     "Loader",
     "LocalModelConfig",
+    "MathConfig",
+    "ModelConfig",
+    "PipelineEvalConfig",
     "RayConfig",
+    "RefusalJudgeConfig",
     "ReportConfig",
     "RoleConfig",
     "RowFilter",
     "SampleSpec",
     "SamplingConfig",
+    "SandboxConfig",
     "SourceRef",
     "SourceSpec",
     "Star1Config",

