@@ -147,3 +147,22 @@ def pipeline_evals(cfg: Star1Config, store: Store, force: bool = False) -> None:
         raise typer.Exit(1) from None
     report(results)
     _fail_if_incomplete(results)
+    scorecard(cfg, store, results)
+
+
+def scorecard(cfg: Star1Config, store: Store, results: list[EvalResult]) -> None:
+    """The pipeline's last word: the scorecard of its eval runs (deltas against the first, the base model),
+    printed as Markdown, with the path of the HTML page."""
+    from star1.evals.report import render_scorecard
+
+    if not results:
+        return
+    text, url = render_scorecard(
+        store,
+        [r.run_name for r in results],
+        cfg=cfg.report,
+        reference=cfg.report.reference or results[0].run_name,
+        name="pipeline",
+    )
+    print(text)
+    console.print(f"[green]scorecard[/green]: {url}")
