@@ -47,7 +47,7 @@ class OpenAIEngine:
         self.cfg, self.endpoint, self.role = cfg, cfg.endpoint, role
         self.cache = ResponseCache(store) if store is not None else None
         self.limits = Limits(cfg.endpoint.rpm, cfg.endpoint.tpm, cfg.endpoint.rps)
-        self.usage: dict[str, int | float] = {}
+        self.usage: dict[str, Any] = {}
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -97,7 +97,10 @@ class OpenAIEngine:
         finally:
             for c in clients.values():
                 for k, v in c.usage.as_dict().items():
-                    self.usage[k] = self.usage.get(k, 0) + v
+                    if isinstance(v, list):  # notes such as structured-output fallbacks: keep each once
+                        self.usage[k] = sorted({*self.usage.get(k, []), *v})
+                    else:
+                        self.usage[k] = self.usage.get(k, 0) + v
                 await c.aclose()
 
     def close(self) -> None:
