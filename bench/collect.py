@@ -432,25 +432,27 @@ def score(truth: dict[str, Any], rejects: list[dict[str, Any]]) -> dict[str, Any
     return out
 
 
-def embedding_inputs(folder: Path) -> tuple[list[str], Any]:
-    """The texts that entered the embedding self-dedup, in order, and their cached embeddings."""
+def step_inputs(folder: Path, later_rules: tuple[str, ...]) -> list[str]:
+    """The texts that entered a global step, in pool order: the pool plus rows dropped by `later_rules`."""
     import pyarrow.parquet as pq
 
+    order = {name: i for i, (name, _, _) in enumerate(SOURCES)}
+    rows = pq.read_table(folder / "store/collect/pool.parquet").to_pylist()
+    rejects = pq.read_table(folder / "store/collect/rejects.parquet").to_pylist()
+    rows += [r for r in rejects if r["rule"] in later_rules]
+    rows.sort(key=lambda r: (order[r["source"]], r["source_row"]))
+    return [r["prompt"] for r in rows]
+
+
+def embedding_inputs(folder: Path) -> tuple[list[str], Any]:
+    """The texts that entered the embedding self-dedup, in order, and their cached embeddings."""
     from star1.config import parse_config
     from star1.embeddings import chunk_key, model_key, resolve_dtype
     from star1.store import Store
 
     cfg = parse_config(json.loads((folder / "cfg.json").read_text()))
     store = Store.from_uri(cfg.store.uri)
-    order = {name: i for i, (name, _, _) in enumerate(SOURCES)}
-    rows = pq.read_table(folder / "store/collect/pool.parquet").to_pylist()
-    rows += [
-        r
-        for r in pq.read_table(folder / "store/collect/rejects.parquet").to_pylist()
-        if r["rule"] in ("embedding_self_dup", "embedding_eval_overlap")
-    ]
-    rows.sort(key=lambda r: (order[r["source"]], r["source_row"]))
-    texts = [r["prompt"] for r in rows]
+    texts = step_inputs(folder, ("embedding_self_dup", "embedding_eval_overlap"))
     ecfg = resolve_dtype(cfg.collect.embedding)  # type: ignore[union-attr]
     mkey, size = model_key(ecfg), ecfg.chunk_size
     chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
@@ -463,7 +465,7 @@ def embedding_inputs(folder: Path) -> tuple[list[str], Any]:
     return texts, np.concatenate(arrays)
 
 
-def ann_check(folder: Path, threshold: float = 0.7, nprobes: tuple[int, ...] = (8, 16, 32)) -> dict:
+def ann_check(folder: Path, threshold: float = 0.7, nprobes: tuple[int, ...] = (16, 32, 64)) -> dict:
     """IVF against exact search on the pool's own embeddings: pair recall and drop-decision agreement."""
     from star1.dedup.similarity import dense_pairs, greedy_keep_first, ivf_pairs
 
@@ -509,8 +511,11 @@ def _reference_greedy(sim: np.ndarray, t: float) -> set[int]:
 
 def baseline_worker(kind: str, folder: Path, n: int) -> dict:
     """One measurement in a fresh process (peak RSS is this process's own)."""
-    texts, emb = embedding_inputs(folder)
-    texts, emb = texts[:n], emb[:n]
+    if kind.startswith("tfidf"):
+        texts = step_inputs(folder, ("tfidf_self_dup", "embedding_self_dup", "embedding_eval_overlap"))[:n]
+    else:
+        texts, emb = embedding_inputs(folder)
+        texts, emb = texts[:n], emb[:n]
     t0 = time.perf_counter()
     if kind == "tfidf-reference":
         from sklearn.feature_extraction.text import TfidfVectorizer

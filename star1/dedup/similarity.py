@@ -154,13 +154,14 @@ def ivf_pairs(
     index: np.ndarray,
     t: float,
     nlist: int | None = None,
-    nprobe: int = 16,
+    nprobe: int = 32,
     block_rows: int = 16384,
     upper_only: bool = False,
     seed: int = 1234,
 ) -> Pairs:
-    """Approximately all (q, i) with dot ≥ t: the pairs of `dense_pairs` that share one of the `nprobe`
-    k-means cells nearest to the query (`nlist` cells, default ≈ √N). Deterministic for a fixed seed."""
+    """Approximately all (q, i) with dot ≥ t: the pairs of `dense_pairs` where i lies in one of the
+    `nprobe` k-means cells nearest to q (`nlist` cells, default ≈ √N) — or, in a self-join (`upper_only`),
+    q in one of i's, which lifts recall at no cost. Deterministic for a fixed seed."""
     import faiss
 
     n, d = index.shape
@@ -181,11 +182,16 @@ def ivf_pairs(
         qi = np.repeat(np.arange(len(block), dtype=np.int64) + start, np.diff(lims).astype(np.int64))
         ii = ids.astype(np.int64)
         m = sims >= t
-        if upper_only:
-            m &= ii < qi
+        if upper_only:  # a self-join: a pair found from either end counts (later row, earlier row)
+            m &= ii != qi
+            qi, ii = np.maximum(qi, ii), np.minimum(qi, ii)
         if m.any():
             parts.append(Pairs(qi[m], ii[m], sims[m].astype(np.float32)))
-    return Pairs.concat(parts)
+    pairs = Pairs.concat(parts)
+    if upper_only and len(pairs):  # found from both ends: keep one
+        first = np.r_[True, (np.diff(pairs.query) != 0) | (np.diff(pairs.index) != 0)]
+        pairs = Pairs(pairs.query[first], pairs.index[first], pairs.sim[first])
+    return pairs
 
 
 def _blocks(a: np.ndarray, size: int) -> Iterator[tuple[int, np.ndarray]]:
