@@ -135,8 +135,10 @@ def sparse_pairs(
 def dense_pairs(
     query: np.ndarray, index: np.ndarray, t: float, block_rows: int = 2048, upper_only: bool = False
 ) -> Pairs:
-    """All (q, i) with dot(query[q], index[i]) ≥ t for unit-norm float32 rows, in row blocks."""
+    """All (q, i) with dot(query[q], index[i]) ≥ t for unit-norm float32 rows, in row blocks (fewer rows a
+    block for a large index, so one block's scores stay ≤ 512 MiB)."""
     parts: list[Pairs] = []
+    block_rows = max(64, min(block_rows, (1 << 27) // max(1, len(index))))
     for start, block in _blocks(query, block_rows):
         stop = start + len(block)
         cols = index[:stop] if upper_only else index
