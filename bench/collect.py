@@ -465,7 +465,7 @@ def embedding_inputs(folder: Path) -> tuple[list[str], Any]:
     return texts, np.concatenate(arrays)
 
 
-def ann_check(folder: Path, threshold: float = 0.7, nprobes: tuple[int, ...] = (16, 32, 64)) -> dict:
+def ann_check(folder: Path, threshold: float = 0.7, nprobes: tuple[int, ...] = (32, 64, 128)) -> dict:
     """IVF against exact search on the pool's own embeddings: pair recall and drop-decision agreement."""
     from star1.dedup.similarity import dense_pairs, greedy_keep_first, ivf_pairs
 

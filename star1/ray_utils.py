@@ -26,7 +26,7 @@ from typing import TextIO
 
 from star1.config import RayConfig
 
-_QUIET: dict[str, Path | bool | None] = {"log_dir": None, "routed": False}
+_QUIET: dict[str, Path | None] = {"log_dir": None}
 _ROUTED_PATH: list[Path] = []
 _FILE_HANDLER: list[logging.FileHandler] = []
 _STDERR: list[TextIO] = []
