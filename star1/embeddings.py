@@ -52,6 +52,12 @@ def effective_dtype(cfg: EmbeddingConfig) -> str:
     return "bfloat16" if bf16_native() else "float32"
 
 
+def resolve_dtype(cfg: EmbeddingConfig) -> EmbeddingConfig:
+    """`cfg` with `dtype: auto` decided here, once (on the driver): every worker then computes in the dtype
+    that the cache key and the manifest record, whatever its own hardware would have picked."""
+    return cfg if cfg.dtype != "auto" else cfg.model_copy(update={"dtype": effective_dtype(cfg)})
+
+
 def model_key(cfg: EmbeddingConfig) -> str:
     ident = f"{cfg.model}|{effective_dtype(cfg)}|{cfg.max_seq_length}|normalized"
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
@@ -79,7 +85,9 @@ class Embedder:
         path = resolve_model(cfg.model)
         if Path(path).is_dir():
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        dtype = effective_dtype(cfg)
+        if cfg.dtype == "auto":
+            raise ValueError("Embedder needs a resolved dtype: pass resolve_dtype(cfg)")
+        dtype = cfg.dtype
         self.model = SentenceTransformer(
             path,
             device="cpu" if not torch.cuda.is_available() else "cuda",
@@ -140,6 +148,7 @@ def embed_texts(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Embeddings for `texts` (unit rows, float32) and {"computed": n, "cached": n} text counts."""
+    cfg = resolve_dtype(cfg)  # on the driver; actors get the concrete dtype
     mkey = model_key(cfg)
     folder = f"cache/embeddings/{mkey}"
     chunks = [texts[i : i + cfg.chunk_size] for i in range(0, len(texts), cfg.chunk_size)]

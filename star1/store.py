@@ -2,12 +2,16 @@
 
 S3 settings come from the config or the environment (`AWS_ENDPOINT_URL`, `AWS_REGION`/`AWS_DEFAULT_REGION`,
 `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`), so MinIO, Ceph, R2 and AWS all work.
-Every write is atomic: local files are written beside the target and renamed; an S3 PUT is atomic per object.
+Every write is atomic: local files are written beside the target, fsynced, renamed over it, and the folder is
+fsynced (so a crash or power loss leaves the old or the new file, never a torn one); an S3 PUT (or multipart
+upload, completed only at close) is atomic per object.
 A stage makes its outputs visible by writing its manifest last.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
 import os
@@ -25,10 +29,15 @@ import pyarrow.parquet as pq
 PARQUET_OPTS: dict[str, Any] = {"compression": "zstd", "use_dictionary": True, "write_statistics": True}
 
 
-def s3_filesystem(endpoint_url: str | None = None, region: str | None = None) -> pafs.S3FileSystem:
-    """An S3 filesystem configured from arguments, falling back to the standard AWS env vars."""
+def _s3_settings(endpoint_url: str | None, region: str | None) -> tuple[str | None, str]:
     endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return endpoint, region
+
+
+def s3_filesystem(endpoint_url: str | None = None, region: str | None = None) -> pafs.S3FileSystem:
+    """An S3 filesystem configured from arguments, falling back to the standard AWS env vars."""
+    endpoint, region = _s3_settings(endpoint_url, region)
     kwargs: dict[str, Any] = {"region": region}
     if endpoint:
         parsed = urlparse(endpoint)
@@ -47,6 +56,7 @@ class Store:
     fs: pafs.FileSystem
     root: str
     uri: str
+    s3: tuple[str | None, str | None] | None = None  # (endpoint_url, region) of an S3 store
 
     @classmethod
     def from_uri(cls, uri: str, endpoint_url: str | None = None, region: str | None = None) -> Store:
@@ -55,7 +65,7 @@ class Store:
             if not parsed.netloc:
                 raise ValueError(f"store uri '{uri}' has no bucket (expected s3://bucket/prefix)")
             root = posixpath.join(parsed.netloc, parsed.path.lstrip("/")).rstrip("/")
-            return cls(s3_filesystem(endpoint_url, region), root, uri.rstrip("/"))
+            return cls(s3_filesystem(endpoint_url, region), root, uri.rstrip("/"), (endpoint_url, region))
         if parsed.scheme not in ("", "file"):
             raise ValueError(f"store uri '{uri}': unsupported scheme '{parsed.scheme}' (use a path or s3://)")
         path = Path(parsed.path if parsed.scheme == "file" else uri).expanduser().resolve()
@@ -69,7 +79,7 @@ class Store:
     def child(self, *parts: str) -> Store:
         """A store rooted at a sub-folder."""
         sub = posixpath.join(*parts)
-        return Store(self.fs, self._abs(sub), f"{self.uri}/{sub}")
+        return Store(self.fs, self._abs(sub), f"{self.uri}/{sub}", self.s3)
 
     def _abs(self, rel: str) -> str:
         rel = rel.strip("/")
@@ -86,6 +96,10 @@ class Store:
         return self.fs.get_file_info(self._abs(rel)).type != pafs.FileType.NotFound
 
     def read_bytes(self, rel: str) -> bytes:
+        """The whole object as one snapshot. On S3 that takes one GET: pyarrow's input streams read large
+        objects in ranged GETs, which stitch two versions together when a writer replaces it meanwhile."""
+        if self.s3 is not None:
+            return _s3_get(self.s3, self._abs(rel))
         with self.fs.open_input_stream(self._abs(rel)) as f:
             return f.read()
 
@@ -94,11 +108,19 @@ class Store:
         target = self._abs(rel)
         parent = posixpath.dirname(target)
         if self.is_local:
-            self.fs.create_dir(parent, recursive=True)
+            os.makedirs(parent, exist_ok=True)
             tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(target)}")
-            with self.fs.open_output_stream(tmp) as f:
-                f.write(data)
-            os.replace(tmp, target)
+            try:
+                with open(tmp, "xb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            _fsync_dir(parent)  # the rename itself is durable
         else:
             with self.fs.open_output_stream(target) as f:
                 f.write(data)
@@ -141,6 +163,40 @@ class Store:
 
     def read_table(self, rel: str) -> pa.Table:
         return pq.read_table(io.BytesIO(self.read_bytes(rel)))
+
+
+def _s3_get(settings: tuple[str | None, str | None], path: str) -> bytes:
+    bucket, _, key = path.partition("/")
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        creds = tuple(
+            os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+        )
+        return _s3_client(*_s3_settings(*settings), creds).get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise FileNotFoundError(f"s3://{path} does not exist") from None
+        raise OSError(f"s3://{path}: {e}") from None
+    except BotoCoreError as e:
+        raise OSError(f"s3://{path}: {e}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(endpoint: str | None, region: str, _creds: tuple) -> Any:
+    """One boto3 client per endpoint, region and credentials in the environment (boto3 reads them itself)."""
+    import boto3
+
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def table_to_parquet_bytes(table: pa.Table) -> bytes:

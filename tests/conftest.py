@@ -75,3 +75,12 @@ def write(path: Path, text: str | bytes) -> Path:
     else:
         path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _keep_ray_output_in_tests(monkeypatch):
+    """CLI tests run `star1` in this process: undo its quiet_ray() afterwards, so a later init_ray never
+    re-routes the test process's stderr (tests/test_quiet_cli.py runs the CLI in subprocesses)."""
+    from star1 import ray_utils
+
+    monkeypatch.setitem(ray_utils._QUIET, "log_dir", None)

@@ -139,7 +139,7 @@ def test_every_planted_eval_copy_is_removed_by_its_rule(run):
     # the invariant, checked independently of the stage: nothing kept is close to an eval prompt
     pool = [r["prompt"] for r in t["pool"]]
     eval_grams = set().union(*(ngram_keys(e, 8) for e in EVAL))
-    assert not any(ngram_keys(p, 8) & eval_grams for p in pool)
+    assert not any(set(ngram_keys(p, 8)) & eval_grams for p in pool)
     X = tfidf_matrix(EVAL + pool)
     assert (X[len(EVAL) :] @ X[: len(EVAL)].T).max() < 0.6
     from star1.config import EmbeddingConfig

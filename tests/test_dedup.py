@@ -123,3 +123,26 @@ def test_ngram_boundary_and_short_texts():
     idx = NgramIndex(8)
     idx.add([a], [-1])
     assert idx.match("prefix " + a) == -1 and idx.match(b) is None
+
+
+def _clustered_unit_rows(n: int, seed: int = 0) -> np.ndarray:
+    """Rows around a few hundred centres, with near-duplicate pairs: the shape of sentence embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((200, 64)).astype(np.float32)
+    x = centres[rng.integers(0, 200, n)] + 0.9 * rng.standard_normal((n, 64)).astype(np.float32)
+    x[n // 2 :] = x[: n - n // 2] + 0.35 * rng.standard_normal((n - n // 2, 64)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_ivf_search_finds_the_exact_pairs():
+    from star1.dedup.similarity import ivf_pairs
+
+    x = _clustered_unit_rows(6000)
+    exact = dense_pairs(x, x, 0.7, upper_only=True)
+    as_set = lambda p: set(zip(p.query.tolist(), p.index.tolist(), strict=True))  # noqa: E731
+    assert len(exact) > 1000
+    every_cell = ivf_pairs(x, x, 0.7, nlist=40, nprobe=40, upper_only=True)
+    assert as_set(every_cell) == as_set(exact)  # scanning every cell is exact search
+    approx = ivf_pairs(x, x, 0.7, nlist=40, nprobe=8, upper_only=True)
+    assert as_set(approx) <= as_set(exact)  # never a pair below the threshold
+    assert len(approx) >= 0.95 * len(exact)

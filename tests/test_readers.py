@@ -145,3 +145,30 @@ def test_http_source(tmp_path):
     finally:
         srv.shutdown()
     assert out.rows[0]["prompt"] == "from the web"
+
+
+SEPARATORS = ["\u2028", "\u2029", "\u0085", "\x0c"]  # str.splitlines() breaks at every one of these
+
+
+def test_jsonl_and_txt_split_records_only_at_newlines(tmp_path):
+    prompts = [f"first part{sep}second part" for sep in SEPARATORS]
+    lines = [json.dumps({"text": p}, ensure_ascii=False) for p in prompts[:3]]  # raw U+2028/2029/0085
+    lines += ['{"text": "raw form feed \x0c is not valid JSON"}', json.dumps({"text": "last"})]
+    f = write(tmp_path / "a.jsonl", "\r\n".join(lines) + "\r\n")
+    out = load_source(spec(loader={"uri": str(f)}, prompt_column="text"))
+    assert [(r["source_row"], r["prompt"]) for r in out.rows] == [
+        (1, prompts[0]),
+        (2, prompts[1]),
+        (3, prompts[2]),
+        (5, "last"),
+    ]
+    assert [(r["source_row"], r["rule"]) for r in out.rejects] == [(4, "malformed_json")]
+    assert out.read == 5
+
+    txt = write(tmp_path / "b.txt", "\n".join([*prompts, "tail"]) + "\n")
+    out = load_source(spec(loader={"uri": str(txt)}))
+    assert [(r["source_row"], r["prompt"]) for r in out.rows] == [
+        *enumerate(prompts, start=1),
+        (5, "tail"),
+    ]
+    assert out.read == 5 and not out.rejects

@@ -27,6 +27,19 @@ SetOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo even if the stored manifest is current")]
 
 
+@app.callback()
+def _global_options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show Ray's own output here instead of in a log file")
+    ] = False,
+) -> None:
+    """STAR-1-style safety data, on Ray."""
+    if not verbose:
+        from star1.ray_utils import quiet_ray
+
+        quiet_ray()
+
+
 def load(path: Path | None, overrides: list[str] | None) -> Star1Config:
     """The run config (default: the bundled demo); a bad config exits with code 2 before any work."""
     try:

@@ -9,6 +9,7 @@ from star1.config.base import ConfigError, Strict
 from star1.config.collect import (
     CollectConfig,
     EmbeddingConfig,
+    EmbeddingSearchConfig,
     FileLoader,
     HFLoader,
     Loader,
@@ -51,6 +52,7 @@ __all__ = [
     "ConfigError",
     "CurateConfig",
     "EmbeddingConfig",
+    "EmbeddingSearchConfig",
     "EvalConfig",
     "FileLoader",
     "GuardConfig",

@@ -106,6 +106,21 @@ class EmbeddingConfig(Strict):
     max_seq_length: int = Field(128, gt=0)
 
 
+class EmbeddingSearchConfig(Strict):
+    """How the embedding self-dedup finds pairs with cosine ≥ `embed_threshold` (it is the one O(N²) step).
+
+    exact: blocked matrix products, every pair (O(N²) time, O(block × N) memory).
+    ivf: faiss inverted-file index (k-means cells; each row scans its `nprobe` nearest cells), ~N² · nprobe /
+    nlist; recall against exact search is measured by `bench/collect.py`.
+    auto: exact up to `exact_max_rows` rows, ivf above.
+    """
+
+    method: Literal["auto", "exact", "ivf"] = "auto"
+    exact_max_rows: int = Field(250_000, gt=0, description="auto: largest pool searched exactly")
+    nlist: int | None = Field(None, gt=0, description="ivf cells; default ≈ 4·√rows")
+    nprobe: int = Field(64, gt=0, description="ivf cells scanned per row")
+
+
 class CollectConfig(Strict):
     registry: str | None = Field(None, description="YAML registry of named sources; default: built-in STAR-1")
     sources: list[SourceRef] = Field(min_length=1)
@@ -119,3 +134,4 @@ class CollectConfig(Strict):
     embed_decontam_threshold: float = Field(0.7, gt=0, le=1)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     block_rows: int = Field(2048, gt=0, description="rows per block in similarity search (memory knob)")
+    embedding_search: EmbeddingSearchConfig = Field(default_factory=EmbeddingSearchConfig)

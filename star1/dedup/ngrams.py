@@ -4,10 +4,15 @@ Words are `\\w+` runs of the NFKC-normalised, case-folded text (so punctuation a
 duplicate). A text shorter than n words contributes its whole word sequence as its one "n-gram".
 Self-dedup is greedy in input order: a text is dropped when it shares an n-gram with an earlier *kept* text
 (the reference code drops all but an arbitrary one per shared n-gram; keep-first makes it deterministic).
+
+Keys are a stable 64-bit hash (BLAKE2b) of the n-gram, never Python's `hash()`, which is salted per process
+(`PYTHONHASHSEED`); and a text's n-grams are tried in text order, so the collision partner that is recorded
+(rejects table, `--explain`) is the same in every process: the owner of the text's first indexed n-gram.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -19,14 +24,18 @@ def words(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
-def ngram_keys(text: str, n: int) -> set[int]:
-    """Hashes of the word n-grams of `text` (consistent within one process)."""
+def _key(gram: str) -> int:
+    return int.from_bytes(hashlib.blake2b(gram.encode("utf-8", "surrogatepass"), digest_size=8).digest())
+
+
+def ngram_keys(text: str, n: int) -> list[int]:
+    """Stable hashes of the distinct word n-grams of `text`, in order of first occurrence."""
     w = words(text)
     if not w:
-        return set()
+        return []
     if len(w) <= n:
-        return {hash(" ".join(w))}
-    return {hash(" ".join(w[i : i + n])) for i in range(len(w) - n + 1)}
+        return [_key(" ".join(w))]
+    return list(dict.fromkeys(_key(" ".join(w[i : i + n])) for i in range(len(w) - n + 1)))
 
 
 def self_dedup(texts: Sequence[str], n: int) -> dict[int, int]:
@@ -60,7 +69,7 @@ class NgramIndex:
                 self._owner.setdefault(k, who)
 
     def match(self, text: str) -> int | None:
-        """Owner of the first n-gram of `text` already in the index, else None."""
+        """Owner of the first n-gram of `text` (in text order) already in the index, else None."""
         for k in ngram_keys(text, self.n):
             who = self._owner.get(k)
             if who is not None:

@@ -6,7 +6,9 @@ their norm stays below t. If cos(x, y) ≥ t then x and y share a term that is i
 sparse product of prefixes (computed in row blocks) yields every candidate; each candidate is then checked
 with its exact cosine. Common words rarely survive in a prefix, so the product stays near-linear in size.
 
-Dense (embedding) vectors are searched exactly with blocked matrix products: memory is O(block × N).
+Dense (embedding) vectors are searched exactly with blocked matrix products (memory O(block × N), time
+O(N²)), or approximately with an inverted-file index (faiss `IndexIVFFlat`, inner product): k-means cells,
+each query scanning its `nprobe` nearest cells with an exact range search. Time ~ N² · nprobe / nlist.
 """
 
 from __future__ import annotations
@@ -133,8 +135,10 @@ def sparse_pairs(
 def dense_pairs(
     query: np.ndarray, index: np.ndarray, t: float, block_rows: int = 2048, upper_only: bool = False
 ) -> Pairs:
-    """All (q, i) with dot(query[q], index[i]) ≥ t for unit-norm float32 rows, in row blocks."""
+    """All (q, i) with dot(query[q], index[i]) ≥ t for unit-norm float32 rows, in row blocks (fewer rows a
+    block for a large index, so one block's scores stay ≤ 512 MiB)."""
     parts: list[Pairs] = []
+    block_rows = max(64, min(block_rows, (1 << 27) // max(1, len(index))))
     for start, block in _blocks(query, block_rows):
         stop = start + len(block)
         cols = index[:stop] if upper_only else index
@@ -145,6 +149,51 @@ def dense_pairs(
         if len(r):
             parts.append(Pairs(r.astype(np.int64) + start, c.astype(np.int64), S[r, c].astype(np.float32)))
     return Pairs.concat(parts)
+
+
+def ivf_pairs(
+    query: np.ndarray,
+    index: np.ndarray,
+    t: float,
+    nlist: int | None = None,
+    nprobe: int = 64,
+    block_rows: int = 16384,
+    upper_only: bool = False,
+    seed: int = 1234,
+) -> Pairs:
+    """Approximately all (q, i) with dot ≥ t: the pairs of `dense_pairs` where i lies in one of the
+    `nprobe` k-means cells nearest to q (`nlist` cells, default ≈ 4√N) — or, in a self-join (`upper_only`),
+    q in one of i's, which lifts recall at no cost. Deterministic for a fixed seed."""
+    import faiss
+
+    n, d = index.shape
+    if n == 0 or len(query) == 0:
+        return Pairs.empty()
+    nlist = max(1, min(nlist or round(4 * np.sqrt(n)), n // 39 or 1))  # k-means wants ≥ 39 points a cell
+    quantizer = faiss.IndexFlatIP(d)
+    ivf = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.cp.seed = seed
+    ivf.cp.max_points_per_centroid = 64  # train on ≤ 64·nlist sampled rows: enough for cells, cheap
+    index = np.ascontiguousarray(index, dtype=np.float32)
+    ivf.train(index)
+    ivf.add(index)
+    ivf.nprobe = min(nprobe, nlist)
+    parts: list[Pairs] = []
+    for start, block in _blocks(np.ascontiguousarray(query, dtype=np.float32), block_rows):
+        lims, sims, ids = ivf.range_search(block, float(np.nextafter(np.float32(t), np.float32(-1))))
+        qi = np.repeat(np.arange(len(block), dtype=np.int64) + start, np.diff(lims).astype(np.int64))
+        ii = ids.astype(np.int64)
+        m = sims >= t
+        if upper_only:  # a self-join: a pair found from either end counts (later row, earlier row)
+            m &= ii != qi
+            qi, ii = np.maximum(qi, ii), np.minimum(qi, ii)
+        if m.any():
+            parts.append(Pairs(qi[m], ii[m], sims[m].astype(np.float32)))
+    pairs = Pairs.concat(parts)
+    if upper_only and len(pairs):  # found from both ends: keep one
+        first = np.r_[True, (np.diff(pairs.query) != 0) | (np.diff(pairs.index) != 0)]
+        pairs = Pairs(pairs.query[first], pairs.index[first], pairs.sim[first])
+    return pairs
 
 
 def _blocks(a: np.ndarray, size: int) -> Iterator[tuple[int, np.ndarray]]:

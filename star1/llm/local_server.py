@@ -8,7 +8,9 @@ waits for `/health`, and stops it (the whole process group) when done.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -71,6 +73,48 @@ def convert_gguf(out_dir: Path | None = None) -> Path:
         shutil.rmtree(out)
     tmp.rename(out)  # atomic: a half-converted folder is never used
     return out
+
+
+def model_digest(model_dir: Path) -> str:
+    """SHA-256 over every file of a model folder (weights, config, tokenizer, chat template) by path.
+
+    Hashing ~270 MB takes about a second; the digest is cached under `cache_root()/model-digests/`, keyed by
+    the folder's path, and reused while every file keeps its size and mtime (any edit or swap re-hashes).
+    """
+    root = model_dir.resolve()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise RuntimeError(f"model folder {root} holds no files")
+    stamp = [[p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    memo = cache_root() / "model-digests" / f"{hashlib.sha256(str(root).encode()).hexdigest()[:24]}.json"
+    try:
+        cached = json.loads(memo.read_text())
+        if cached["stamp"] == stamp:
+            return cached["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = _hash_files(root, [p.relative_to(root).as_posix() for p in files])
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f".tmp-{os.getpid()}-{memo.name}")
+    tmp.write_text(json.dumps({"path": str(root), "stamp": stamp, "sha256": digest}))
+    os.replace(tmp, memo)
+    return digest
+
+
+def _hash_files(root: Path, rel_paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for rel in rel_paths:
+        h.update(rel.encode() + b"\0")
+        with open(root / rel, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def endpoint_identity(served_name: str, model_dir: Path) -> str:
+    """What response-cache keys name the local server by: the served name and the model's content."""
+    return f"local:{served_name}:{model_digest(model_dir)[:16]}"
 
 
 def free_port() -> int:
@@ -191,7 +235,7 @@ def serving(cfg: Star1Config) -> Iterator[Star1Config]:
         yield cfg
         return
     model_dir = Path(local.model_dir).expanduser() if local.model_dir else convert_gguf()
-    ident = f"local:{local.served_name}:{model_dir.name}"
+    ident = endpoint_identity(local.served_name, model_dir)
     with LocalVLLMServer(
         model_dir, local.served_name, local.port, local.max_model_len, local.startup_timeout_s
     ) as srv:

@@ -87,8 +87,17 @@ def read_delimited(text: str, where: str, delimiter: str) -> Iterator[RawRow]:
         ) from None
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines split at `\\n` and `\\r\\n` only. `str.splitlines()` also splits at U+2028, U+2029, U+0085, form
+    feed and other separators that JSON strings (`ensure_ascii=False`) and prompts may contain."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start a new one
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def read_jsonl(text: str, where: str) -> Iterator[RawRow]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -121,7 +130,7 @@ def read_json(text: str, where: str, json_key: str | None) -> Iterator[RawRow]:
 
 
 def read_txt(text: str, where: str) -> Iterator[RawRow]:
-    lines = text.splitlines()
+    lines = split_lines(text)
     while lines and not lines[-1].strip():
         lines.pop()
     for lineno, line in enumerate(lines, start=1):

@@ -225,6 +225,7 @@ def _collect(
 
     result = dedup_pool(loaded, sources, loaded_evals, ccfg, embed, log)
     timings.update(result.timings)
+    usage["embedding_search"] = result.embedding_search
 
     rejects = [r for s in loaded for r in s.rejects] + result.rejects
     order = {s.name: i for i, s in enumerate(sources)}

@@ -24,6 +24,7 @@ from star1.dedup.similarity import (
     best_match,
     dense_pairs,
     greedy_keep_first,
+    ivf_pairs,
     sparse_pairs,
     term_rarity_rank,
     tfidf_matrix,
@@ -43,6 +44,7 @@ class DedupResult:
     rejects: list[dict[str, Any]]
     rule_counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    embedding_search: str = ""  # the method the embedding self-dedup used (exact / ivf)
 
 
 class _Pool:
@@ -130,7 +132,14 @@ def dedup_pool(
     timings["embed"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    pairs = dense_pairs(emb, emb, cfg.embed_threshold, cfg.block_rows, upper_only=True)
+    search = cfg.embedding_search
+    method = search.method
+    if method == "auto":
+        method = "exact" if len(alive) <= search.exact_max_rows else "ivf"
+    if method == "ivf":
+        pairs = ivf_pairs(emb, emb, cfg.embed_threshold, search.nlist, search.nprobe, upper_only=True)
+    else:
+        pairs = dense_pairs(emb, emb, cfg.embed_threshold, cfg.block_rows, upper_only=True)
     dropped = greedy_keep_first(len(alive), pairs)
     for q, (i, sim) in dropped.items():
         pool.drop(
@@ -140,7 +149,7 @@ def dedup_pool(
             f"embedding cosine {sim:.3f} ≥ {cfg.embed_threshold} to an earlier kept prompt",
             sim,
         )
-    log(f"embedding self-dedup: {len(alive)} → {len(alive) - len(dropped)}")
+    log(f"embedding self-dedup ({method} search): {len(alive)} → {len(alive) - len(dropped)}")
     if eval_emb is not None:
         keep_local = np.array([q for q in range(len(alive)) if q not in dropped], dtype=np.int64)
         pairs = dense_pairs(emb[keep_local], eval_emb, cfg.embed_decontam_threshold, cfg.block_rows)
@@ -158,7 +167,7 @@ def dedup_pool(
     for r in pool.rejects:
         counts[r["rule"]] += 1
     kept = [pool.rows[i] for i in np.flatnonzero(pool.alive)]
-    return DedupResult(kept, pool.rejects, counts, {k: round(v, 3) for k, v in timings.items()})
+    return DedupResult(kept, pool.rejects, counts, {k: round(v, 3) for k, v in timings.items()}, method)
 
 
 def _per_source(
