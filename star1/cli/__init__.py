@@ -1,13 +1,16 @@
 """`star1` command line: one verb per stage. Configuration errors exit with code 2 before any work starts.
 
-Each area registers its commands on the shared app in a module of its own (`data`, …).
+Each area registers its commands on the shared app in a module of its own (`data`, `train`, …).
 """
 
 from __future__ import annotations
 
 import sys
 
-from star1.cli import data  # noqa: F401  (registers the data commands)
+from star1.cli import (
+    data,  # noqa: F401  (registers the data commands)
+    train,  # noqa: F401  (registers `star1 train`)
+)
 from star1.cli.common import app
 
 __all__ = ["app", "main"]

@@ -9,6 +9,7 @@ from star1.config.collect import CollectConfig
 from star1.config.curate import CurateConfig
 from star1.config.llm import LLMConfig
 from star1.config.runtime import RayConfig, StoreConfig
+from star1.config.train import TrainConfig
 
 
 class Star1Config(Strict):
@@ -18,4 +19,5 @@ class Star1Config(Strict):
     collect: CollectConfig | None = None
     llm: LLMConfig = Field(default_factory=LLMConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    train: TrainConfig | None = None
     base_dir: str = Field(".", description="folder that relative paths in this config are resolved against")

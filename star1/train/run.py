@@ -1,0 +1,426 @@
+"""`star1 train`: validate everything on the driver, then run the Ray Train `TorchTrainer` and record the run.
+
+Before any worker starts: the model folder exists and has a chat template (patched if it strips reasoning),
+every record is usable, the samples fill at least one effective batch, the cluster has what the scaling asks
+for (GPUs for a GPU preset), the batch divides among the workers, and existing checkpoints under the run's
+name come from the same config. Then the tokenized set goes into the store, the trainer runs (resuming from
+the last checkpoint of a run with the same name), the model is exported, and the manifest is written last —
+`complete`, or `incomplete` with what failed when training could not finish.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+
+from star1.config import LOCAL_MODEL, ConfigError, Star1Config, TrainConfig
+from star1.manifest import Manifest, sha256_bytes
+from star1.stage_run import IncompleteInput, StageRun
+from star1.store import Store, s3_filesystem
+from star1.train.batching import BatchError, Geometry, geometry
+from star1.train.data import TrainDataError, load_records
+from star1.train.encode import EncodeStats, Formatter
+from star1.train.layout import RunLayout
+from star1.train.models import ModelNotFound, chat_template_of, resolve_model
+from star1.train.template import TemplateError, has_think_split, remove_think_clause
+
+ALGORITHM = "sft-v1"
+RUN_MARKER = "star1-run.json"
+LogFn = Callable[[str], None]
+
+
+class TrainSetupError(ConfigError):
+    """Bad input found before any worker started (data, model, template, batch, cluster, checkpoints)."""
+
+
+class TrainFailed(RuntimeError):
+    """Training started but could not finish; the manifest says incomplete, a rerun resumes."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    name: str
+    skipped: bool
+    manifest: Manifest
+    store: Store
+    layout: RunLayout
+
+    def url(self, key: str = "model") -> str:
+        return self.store.url({"model": self.layout.model, "metrics": self.layout.metrics}[key])
+
+
+@dataclass
+class Prepared:
+    model_dir: Path
+    template: str
+    notes: list[str]
+    table: pa.Table
+    stats: EncodeStats
+    inputs: list[dict[str, Any]]
+
+
+def prepare(cfg: Star1Config, tc: TrainConfig, store: Store, log: LogFn) -> Prepared:
+    """Model, template and data, validated and tokenized on the driver."""
+    from transformers import AutoTokenizer
+
+    notes: list[str] = []
+    model_dir = resolve_model(tc.model, cfg.store.endpoint_url, cfg.store.region)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    template = chat_template_of(tokenizer, tc.format.chat_template, cfg.base_dir)
+    if tc.format.patch_think_clause:
+        patched = remove_think_clause(template)
+        if patched.patched:
+            msg = (
+                f"chat template: removed {len(patched.removed)} clause(s) that strip reasoning from "
+                f"assistant turns ({patched.removed[0]!r}); training text keeps the reasoning (paper §7)"
+            )
+            log(f"[yellow]warning:[/yellow] {msg}")
+            notes.append(msg)
+        template = patched.template
+        if has_think_split(template):
+            notes.append("chat template still splits on </think> (outside assistant turns, checked below)")
+    formatter = Formatter(tokenizer, template, tc.format)
+    records, inputs = load_records(
+        tc.data,
+        store,
+        cfg.base_dir,
+        need_think=tc.format.reasoning == "keep",
+        s3=(cfg.store.endpoint_url, cfg.store.region),
+    )
+    table, stats = formatter.encode(records)
+    if stats.samples == 0:
+        raise TrainDataError(f"no usable training samples (rejected: {dict(stats.rejected)})")
+    if stats.truncated:
+        log(f"train: {stats.truncated} of {stats.samples} samples truncated to {tc.format.max_length} tokens")
+    return Prepared(model_dir, template, notes, table, stats, inputs)
+
+
+def resolve_scaling(tc: TrainConfig, cluster: dict[str, float]) -> tuple[int, dict[str, float], list[str]]:
+    """(workers, resources per worker, notes); raise when the cluster cannot hold the run."""
+    s, r = tc.scaling, tc.recipe
+    per = dict(s.resources_per_worker or {"CPU": 1.0})
+    if s.use_gpu:
+        per.setdefault("GPU", 1.0)
+    notes: list[str] = []
+    where = f" (preset {tc.preset})" if tc.preset else ""
+    if s.check_resources:
+        if s.use_gpu and cluster.get("GPU", 0) <= 0:
+            raise TrainSetupError(
+                f"train.scaling asks for GPUs{where} but the Ray cluster has none (CPU only: "
+                f"{int(cluster.get('CPU', 0))} CPUs); use a GPU cluster, or drop the preset / use_gpu. "
+                "On an autoscaling cluster whose GPU nodes start on demand set "
+                "train.scaling.check_resources=false"
+            )
+        if s.accelerator_type and not any(k == f"accelerator_type:{s.accelerator_type}" for k in cluster):
+            raise TrainSetupError(f"the Ray cluster has no accelerator of type {s.accelerator_type}")
+    if s.num_workers == "auto":
+        fit = min(int(cluster.get(k, 0) // v) for k, v in per.items() if v > 0)
+        workers = next((w for w in range(fit, 0, -1) if r.effective_batch % (w * r.per_device_batch) == 0), 0)
+        if workers == 0:
+            raise TrainSetupError(f"the Ray cluster cannot hold one worker with {per}")
+        notes.append(f"num_workers auto: {workers} (the cluster holds {fit})")
+        return workers, per, notes
+    workers = s.num_workers
+    if s.check_resources:
+        short = {k: v * workers for k, v in per.items() if cluster.get(k, 0) < v * workers}
+        if short:
+            have = {k: cluster.get(k, 0) for k in short}
+            raise TrainSetupError(
+                f"{workers} workers need {short} but the Ray cluster has {have}; lower "
+                "train.scaling.num_workers (or 'auto') or resources_per_worker"
+            )
+    return workers, per, notes
+
+
+def params_of(tc: TrainConfig, prep: Prepared, precision: str) -> dict[str, Any]:
+    """What decides the result (fingerprinted). Scaling, checkpointing and logging are execution knobs."""
+    return {
+        "model": tc.model,
+        "model_config_sha256": sha256_bytes((prep.model_dir / "config.json").read_bytes()),
+        "data": [s.model_dump(exclude_none=True) for s in tc.data],
+        "format": tc.format.model_dump(),
+        "chat_template_sha256": sha256_bytes(prep.template.encode()),
+        "recipe": tc.recipe.model_dump(mode="json"),
+        "precision": precision,
+        "strategy": tc.strategy,
+        "deepspeed_config": tc.deepspeed_config,
+        "export_dtype": tc.export_dtype,
+    }
+
+
+def checkpoint_store(cfg: Star1Config, tc: TrainConfig, store: Store) -> tuple[Store, str, Any]:
+    """(store over the checkpoint root, storage_path for Ray, pyarrow filesystem for Ray or None)."""
+    uri = tc.checkpoint.storage_path or store.url(RunLayout("_").checkpoints_root)
+    root = Store.from_uri(uri, cfg.store.endpoint_url, cfg.store.region)
+    if urlparse(uri).scheme == "s3":
+        return root, root.root, s3_filesystem(cfg.store.endpoint_url, cfg.store.region)
+    return root, root.root, None
+
+
+def guard_checkpoints(root: Store, run: str, fingerprint: str, force: bool, log: LogFn) -> bool:
+    """True when the run resumes from checkpoints; refuse checkpoints made with another config."""
+    names = root.list(run)
+    marker = f"{run}/{RUN_MARKER}"
+    has_ckpt = any("/checkpoint_" in f"/{p}" for p in names)
+    if force and names:
+        log(f"train: --force: discarding {root.url(run)}")
+        root.delete(run)
+        has_ckpt = False
+    elif has_ckpt:
+        stored = root.read_json(marker) if root.exists(marker) else {}
+        if stored.get("fingerprint") != fingerprint:
+            raise TrainSetupError(
+                f"run '{run}' already has checkpoints at {root.url(run)} from a different config "
+                "(data, model or recipe changed); choose another train.run_name, or --force to discard them"
+            )
+        log(f"train: resuming run '{run}' from its last checkpoint in {root.url(run)}")
+    root.write_json(marker, {"fingerprint": fingerprint, "written_at": time.time()})
+    return has_ckpt
+
+
+def run_train(
+    cfg: Star1Config,
+    store: Store,
+    force: bool = False,
+    log: LogFn = print,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Fine-tune as configured in `cfg.train`; skipped when a complete run with this fingerprint exists."""
+    tc = cfg.train
+    if tc is None:
+        raise TrainSetupError("no 'train' section in the config")
+    run = tc.run_name or cfg.run_name
+    layout = RunLayout(run)
+    t0 = time.time()
+    try:
+        prep = prepare(cfg, tc, store, log)
+    except (TrainDataError, ModelNotFound, TemplateError, IncompleteInput, FileNotFoundError) as e:
+        raise TrainSetupError(str(e)) from None
+
+    import ray
+
+    from star1.ray_utils import init_ray
+
+    where = init_ray(cfg.ray)
+    if not cfg.ray.enabled:
+        log("train: runs on Ray whatever ray.enabled says (Ray Train)")
+    workers, per_worker, notes = resolve_scaling(tc, ray.cluster_resources())
+    r = tc.recipe
+    precision = ("bf16" if tc.scaling.use_gpu else "fp32") if r.precision == "auto" else r.precision
+    try:
+        geom = geometry(
+            prep.stats.samples, r.effective_batch, workers, r.per_device_batch, r.epochs, r.warmup_ratio,
+            r.max_steps,
+        )  # fmt: skip
+    except BatchError as e:
+        raise TrainSetupError(str(e)) from None
+    params = params_of(tc, prep, precision)
+    outputs = [f"{layout.model}/config.json", layout.metrics]
+    with StageRun(store, layout.stage, ALGORITHM, params, prep.inputs, outputs, force) as srun:
+        if srun.previous is not None:
+            log(f"train: run '{run}' up to date")
+            return TrainResult(run, True, srun.previous, store, layout)
+        ckpt_root, storage_path, storage_fs = checkpoint_store(cfg, tc, store)
+        resumed = guard_checkpoints(ckpt_root, run, srun.fingerprint, force, log)
+        store.write_table(layout.tokens, prep.table)
+        ds_config = None
+        if tc.deepspeed_config:
+            import json
+
+            ds_path = Path(tc.deepspeed_config)
+            ds_path = ds_path if ds_path.is_absolute() else Path(cfg.base_dir) / ds_path
+            try:
+                ds_config = json.loads(ds_path.read_text())
+            except (OSError, ValueError) as e:
+                raise TrainSetupError(f"train.deepspeed_config {ds_path}: {e}") from None
+        spec = _spec(cfg, tc, run, srun.fingerprint, store, layout, prep, geom, precision, ds_config)
+        log(
+            f"train '{run}': {prep.stats.samples} samples, {geom.total_steps} steps of "
+            f"{geom.effective_batch} "
+            f"({workers} workers × {geom.per_device_batch} × {geom.grad_accum} accumulation), {tc.strategy}, "
+            f"{precision}, on {where}"
+        )
+        counts = {**prep.stats.as_counts(), "steps": geom.total_steps}
+        scaling = {"resources_per_worker": per_worker, "use_gpu": tc.scaling.use_gpu,
+                   "accelerator_type": tc.scaling.accelerator_type, "strategy": tc.strategy}  # fmt: skip
+        usage: dict[str, Any] = {"scaling": {**asdict(geom), **scaling}}
+        t_fit = time.time()
+        try:
+            snap = _fit(tc, spec, workers, per_worker, run, storage_path, storage_fs, progress)
+        except TrainFailed as e:
+            failures = {"rows": 0, "by_reason": {"training_failed": 1}, "error": str(e)}
+            srun.incomplete({}, counts, failures, notes=[*prep.notes, *notes])
+            raise
+        summary = store.read_json(layout.metrics)
+        timings = {"prepare_s": t_fit - t0, "fit_s": time.time() - t_fit, "total_s": time.time() - t0}
+        usage["throughput"] = throughput_summary(summary)
+        counts.update(restarts=max(0, snap["attempts"] - 1), resumed_from=_resume_steps(summary))
+        resumed_note = ["resumed from an earlier submission's checkpoint"] if resumed else []
+        manifest = srun.complete(
+            {
+                "model": {"uri": store.url(layout.model), "files": summary["files"]},
+                "metrics": {"uri": store.url(layout.metrics)},
+                "tokens": {"uri": store.url(layout.tokens)},
+                "checkpoints": {"uri": ckpt_root.url(run)},
+            },
+            counts,
+            timings=timings,
+            usage=usage,
+            notes=[*prep.notes, *notes, *resumed_note],
+        )
+    t = usage["throughput"]
+    log(
+        f"train '{run}': done, loss {t['first_loss']:.4f} → {t['last_loss']:.4f}, "
+        f"{t['tokens_per_s_per_worker']:.0f} tokens/s per worker → {store.url(layout.model)}"
+    )
+    return TrainResult(run, False, manifest, store, layout)
+
+
+def _spec(
+    cfg: Star1Config,
+    tc: TrainConfig,
+    run: str,
+    fingerprint: str,
+    store: Store,
+    layout: RunLayout,
+    prep: Prepared,
+    geom: Geometry,
+    precision: str,
+    ds_config: dict[str, Any] | None,
+) -> Any:
+    from star1.train.progress import new_board
+    from star1.train.spec import WorkerSpec
+
+    return WorkerSpec(
+        run=run,
+        fingerprint=fingerprint,
+        store={"uri": store.uri, "endpoint_url": cfg.store.endpoint_url, "region": cfg.store.region},
+        tokens_path=layout.tokens,
+        model=tc.model if tc.model == LOCAL_MODEL or "://" in tc.model else str(prep.model_dir),
+        chat_template=prep.template,
+        recipe=tc.recipe.model_dump(mode="json"),
+        geometry=asdict(geom),
+        strategy=tc.strategy,
+        ds_config=ds_config,
+        precision=precision,
+        attn_implementation=tc.recipe.attn_implementation,
+        max_length=tc.format.max_length,
+        checkpoint_every=tc.checkpoint.every_steps or geom.steps_per_epoch,
+        checkpoint_upload=tc.checkpoint.upload,
+        log_every=tc.throughput.log_every,
+        peak_tflops=tc.throughput.peak_tflops,
+        export_path=layout.model,
+        export_dtype=tc.export_dtype,
+        metrics_path=layout.metrics,
+        progress=new_board(geom.total_steps),
+    )
+
+
+def _fit(
+    tc: TrainConfig,
+    spec: Any,
+    workers: int,
+    per_worker: dict[str, float],
+    run: str,
+    storage_path: str,
+    storage_fs: Any,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """Run the TorchTrainer; the progress board's last snapshot. Raise TrainFailed when training fails."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from star1.train.loop import train_worker
+    from star1.train.progress import Watcher
+
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers,
+            use_gpu=tc.scaling.use_gpu,
+            resources_per_worker=per_worker,
+            accelerator_type=tc.scaling.accelerator_type,
+            placement_strategy=tc.scaling.placement_strategy,
+        ),
+        run_config=ray.train.RunConfig(
+            name=run,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=ray.train.FailureConfig(max_failures=tc.checkpoint.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.checkpoint.keep),
+        ),
+    )
+    board = spec.progress
+    try:
+        with Watcher(board, progress or (lambda _s: None)):
+            trainer.fit()
+    except ray.train.TrainingFailedError as e:
+        snap = ray.get(board.snapshot.remote())
+        last = snap["checkpoints"][-1] if snap["checkpoints"] else None
+        where = f"the checkpoint of step {last}" if last else "the start (no checkpoint was written)"
+        raise TrainFailed(
+            f"training run '{run}' failed at step {snap['step']} of {snap['total']}: {_first_line(e)}; "
+            f"rerun the same command to resume from {where}"
+        ) from e
+    snap = ray.get(board.snapshot.remote())
+    if progress:
+        progress(snap)
+    return snap
+
+
+def _first_line(e: BaseException) -> str:
+    """The root cause in one line: a worker's own exception when Ray names one."""
+    failures = getattr(e, "worker_failures", None) or {}
+    if failures:
+        rank, cause = sorted(failures.items())[0]
+        lines = str(cause).strip().splitlines()
+        return f"worker {rank}: " + (lines[-1][:300] if lines else type(cause).__name__)
+    cause = getattr(e, "controller_failure", None) or e
+    lines = str(cause).strip().splitlines()
+    return lines[-1][:300] if lines else type(cause).__name__
+
+
+def _resume_steps(summary: dict[str, Any]) -> list[int]:
+    return [h["step"] for h in summary["history"] if h.get("event") == "resumed"]
+
+
+def throughput_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """Means over logged steps (the first step after each (re)start is warm-up and left out)."""
+    history = summary["history"]
+    steps = [h for h in history if "loss" in h]
+    warm = set()
+    expect_first = True
+    for h in history:
+        if h.get("event") == "resumed":
+            expect_first = True
+        elif "loss" in h:
+            if expect_first:
+                warm.add(h["step"])
+            expect_first = False
+    timed = [h for h in steps if h["step"] not in warm] or steps
+
+    def mean(key: str) -> float | None:
+        vals = [h[key] for h in timed if h.get(key) is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    return {
+        "params": summary["params"],
+        "device": summary["device"],
+        "workers": summary["world"],
+        "peak_tflops": summary["peak_tflops"],
+        "peak_source": summary["peak_source"],
+        "tokens_per_s_per_worker": mean("tokens_per_s_per_worker"),
+        "step_time_s": mean("step_time_s"),
+        "mfu": mean("mfu"),
+        "first_loss": steps[0]["loss"] if steps else None,
+        "last_loss": steps[-1]["loss"] if steps else None,
+        "steps_logged": len(steps),
+    }
