@@ -128,3 +128,6 @@ def pipeline(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = Fa
     console.print(f"[green]done[/green]: dataset {store.url('export/star1.json')}")
     print(store.url("export/star1.json"))
     print(store.url("export/README.md"))
+    if "train" in results:
+        console.print(f"[green]trained[/green]: model {results['train'].url('model')}")
+        print(results["train"].url("model"))

@@ -124,15 +124,13 @@ def step_plan(
     return [p + [[] for _ in range(n - len(p))] for p in plans]
 
 
-def real_token_fraction(
-    rows_per_micro: list[MicroBatch], lengths: list[int], max_length: int | None
-) -> float:
-    """Real tokens ÷ tensor slots: rows padded to the longest row of their micro-batch (or `max_length`)."""
+def slot_fraction(plan: list[list[MicroBatch]], lengths: list[int]) -> tuple[int, int]:
+    """(real tokens, tensor slots) of one step's plan, as `collate` builds it: rows padded to the longest
+    row of their micro-batch, an empty (placeholder) micro-batch one pad token."""
     real = slots = 0
-    for mb in rows_per_micro:
-        if not mb:
-            continue
-        row_len = [sum(lengths[i] for i in row) for row in mb]
-        real += sum(row_len)
-        slots += len(mb) * (max_length if max_length else max(row_len))
-    return real / slots if slots else 0.0
+    for worker in plan:
+        for mb in worker:
+            row_len = [sum(lengths[i] for i in row) for row in mb] or [0]
+            real += sum(row_len)
+            slots += max(len(mb), 1) * max(max(row_len), 1)
+    return real, slots

@@ -56,6 +56,11 @@ def _read_bytes(
 ) -> tuple[bytes, dict[str, Any]]:
     """The file's bytes and its manifest input entry (URI + sha256)."""
     if src.store is not None:
+        if not store.exists(src.store) and (Path(base_dir) / src.store).is_file():
+            raise TrainDataError(
+                f"training data '{src.store}' is read as a stage output in the store {store.uri}, where it "
+                f"does not exist; for the local file write './{src.store}' or 'uri: {src.store}'"
+            )
         entry = upstream(store, src.store)
         return store.read_bytes(src.store), entry
     uri = src.uri or ""

@@ -4,6 +4,7 @@ vLLM and transformers load as is."""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,12 @@ def save_hf(
     """Write the model folder locally; returns the file names."""
     target = DTYPES[dtype]
     sd = {k: v.detach().to("cpu", target) for k, v in state_dict.items()}
-    module.config.dtype = dtype
     module.config.use_cache = True
     module.save_pretrained(out, state_dict=sd, safe_serialization=True, max_shard_size="5GB")
+    # save_pretrained records the dtype of the live (fp32 master) parameters; the weights are `dtype`
+    config = json.loads((out / "config.json").read_text())
+    config["dtype"] = dtype
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.chat_template = chat_template
     tokenizer.save_pretrained(out)
     return sorted(p.name for p in out.iterdir() if p.is_file())

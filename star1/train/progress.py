@@ -54,10 +54,17 @@ def new_board(total_steps: int) -> Any:
 
 
 class Watcher:
-    """Polls a board on a daemon thread and calls `on_update(snapshot)` while training runs."""
+    """Polls a board on a daemon thread and calls `on_update(snapshot)` while training runs; `registered()`
+    adds the newest checkpoint Ray Train has registered (`snapshot["registered"]`)."""
 
-    def __init__(self, board: Any, on_update: Callable[[dict[str, Any]], None], every_s: float = 1.0):
-        self.board, self.on_update, self.every_s = board, on_update, every_s
+    def __init__(
+        self,
+        board: Any,
+        on_update: Callable[[dict[str, Any]], None],
+        registered: Callable[[], int | None] = lambda: None,
+        every_s: float = 1.0,
+    ):
+        self.board, self.on_update, self.registered, self.every_s = board, on_update, registered, every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="star1-train-progress")
 
@@ -66,7 +73,8 @@ class Watcher:
 
         while not self._stop.is_set():
             try:
-                self.on_update(ray.get(self.board.snapshot.remote(), timeout=10))
+                snap = ray.get(self.board.snapshot.remote(), timeout=10)
+                self.on_update({**snap, "registered": self.registered()})
             except Exception:  # a slow or restarting cluster must not kill the display
                 pass
             self._stop.wait(self.every_s)

@@ -10,6 +10,7 @@ the last checkpoint of a run with the same name), the model is exported, and the
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from star1.train.template import TemplateError, has_think_split, remove_think_cl
 
 ALGORITHM = "sft-v1"
 RUN_MARKER = "star1-run.json"
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the run's registered checkpoints
 LogFn = Callable[[str], None]
 
 
@@ -179,9 +181,25 @@ def guard_checkpoints(root: Store, run: str, fingerprint: str, force: bool, log:
                 f"run '{run}' already has checkpoints at {root.url(run)} from a different config "
                 "(data, model or recipe changed); choose another train.run_name, or --force to discard them"
             )
-        log(f"train: resuming run '{run}' from its last checkpoint in {root.url(run)}")
+        step = registered_step(root, run)
+        log(f"train: resuming run '{run}' from its checkpoint of step {step} in {root.url(run)}")
     root.write_json(marker, {"fingerprint": fingerprint, "written_at": time.time()})
     return has_ckpt
+
+
+def registered_step(root: Store, run: str) -> int | None:
+    """The step of the newest checkpoint Ray Train has registered for `run` (what a restart resumes from),
+    read from Ray's run snapshot; None when there is none (yet)."""
+    path = f"{run}/{RAY_SNAPSHOT}"
+    try:
+        name = (
+            root.read_json(path)["latest_checkpoint_result"]["checkpoint_dir_name"]
+            if root.exists(path)
+            else ""
+        )
+        return int(name.rsplit("_", 1)[-1]) if name else None
+    except (KeyError, TypeError, ValueError, OSError):
+        return None  # absent, or being rewritten right now
 
 
 def run_train(
@@ -222,29 +240,21 @@ def run_train(
         raise TrainSetupError(str(e)) from None
     params = params_of(tc, prep, precision)
     outputs = [f"{layout.model}/config.json", layout.metrics]
-    with StageRun(store, layout.stage, ALGORITHM, params, prep.inputs, outputs, force) as srun:
-        if srun.previous is not None:
-            log(f"train: run '{run}' up to date")
-            return TrainResult(run, True, srun.previous, store, layout)
-        ckpt_root, storage_path, storage_fs = checkpoint_store(cfg, tc, store)
-        resumed = guard_checkpoints(ckpt_root, run, srun.fingerprint, force, log)
+    srun = StageRun(store, layout.stage, ALGORITHM, params, prep.inputs, outputs, force)
+    if srun.previous is not None:
+        log(f"train: run '{run}' up to date")
+        return TrainResult(run, True, srun.previous, store, layout)
+    ds_config = _own_ds_config(cfg, tc)
+    ckpt_root, storage_path, storage_fs = checkpoint_store(cfg, tc, store)
+    # refused here, before the stored run is invalidated, when its checkpoints come from another config
+    resumed = guard_checkpoints(ckpt_root, run, srun.fingerprint, force, log)
+    with srun:
         store.write_table(layout.tokens, prep.table)
-        ds_config = None
-        if tc.deepspeed_config:
-            import json
-
-            ds_path = Path(tc.deepspeed_config)
-            ds_path = ds_path if ds_path.is_absolute() else Path(cfg.base_dir) / ds_path
-            try:
-                ds_config = json.loads(ds_path.read_text())
-            except (OSError, ValueError) as e:
-                raise TrainSetupError(f"train.deepspeed_config {ds_path}: {e}") from None
         spec = _spec(cfg, tc, run, srun.fingerprint, store, layout, prep, geom, precision, ds_config)
         log(
-            f"train '{run}': {prep.stats.samples} samples, {geom.total_steps} steps of "
-            f"{geom.effective_batch} "
-            f"({workers} workers × {geom.per_device_batch} × {geom.grad_accum} accumulation), {tc.strategy}, "
-            f"{precision}, on {where}"
+            f"train '{run}': {prep.stats.samples} samples, {geom.total_steps} steps of {geom.effective_batch}"
+            f" ({workers} workers × {geom.per_device_batch} × {geom.grad_accum} accumulation), "
+            f"{tc.strategy}, {precision}, on {where}"
         )
         counts = {**prep.stats.as_counts(), "steps": geom.total_steps}
         scaling = {"resources_per_worker": per_worker, "use_gpu": tc.scaling.use_gpu,
@@ -252,7 +262,7 @@ def run_train(
         usage: dict[str, Any] = {"scaling": {**asdict(geom), **scaling}}
         t_fit = time.time()
         try:
-            snap = _fit(tc, spec, workers, per_worker, run, storage_path, storage_fs, progress)
+            snap = _fit(tc, spec, workers, per_worker, (ckpt_root, run), storage_path, storage_fs, progress)
         except TrainFailed as e:
             failures = {"rows": 0, "by_reason": {"training_failed": 1}, "error": str(e)}
             srun.incomplete({}, counts, failures, notes=[*prep.notes, *notes])
@@ -280,6 +290,18 @@ def run_train(
         f"{t['tokens_per_s_per_worker']:.0f} tokens/s per worker → {store.url(layout.model)}"
     )
     return TrainResult(run, False, manifest, store, layout)
+
+
+def _own_ds_config(cfg: Star1Config, tc: TrainConfig) -> dict[str, Any] | None:
+    """The run's own DeepSpeed JSON (train.deepspeed_config), or None for the shipped one."""
+    if not tc.deepspeed_config:
+        return None
+    path = Path(tc.deepspeed_config)
+    path = path if path.is_absolute() else Path(cfg.base_dir) / path
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TrainSetupError(f"train.deepspeed_config {path}: {e}") from None
 
 
 def _spec(
@@ -327,12 +349,13 @@ def _fit(
     spec: Any,
     workers: int,
     per_worker: dict[str, float],
-    run: str,
+    where: tuple[Store, str],
     storage_path: str,
     storage_fs: Any,
     progress: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
-    """Run the TorchTrainer; the progress board's last snapshot. Raise TrainFailed when training fails."""
+    """Run the TorchTrainer; the progress board's last snapshot. Raise TrainFailed when training fails.
+    Progress snapshots carry `registered`: the newest checkpoint Ray Train has registered."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -351,24 +374,24 @@ def _fit(
             placement_strategy=tc.scaling.placement_strategy,
         ),
         run_config=ray.train.RunConfig(
-            name=run,
+            name=where[1],
             storage_path=storage_path,
             storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=tc.checkpoint.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.checkpoint.keep),
         ),
     )
-    board = spec.progress
+    board, (root, run) = spec.progress, where
     try:
-        with Watcher(board, progress or (lambda _s: None)):
+        with Watcher(board, progress or (lambda _s: None), lambda: registered_step(root, run)):
             trainer.fit()
     except ray.train.TrainingFailedError as e:
         snap = ray.get(board.snapshot.remote())
-        last = snap["checkpoints"][-1] if snap["checkpoints"] else None
-        where = f"the checkpoint of step {last}" if last else "the start (no checkpoint was written)"
+        last = registered_step(root, run)
+        start = f"the checkpoint of step {last}" if last else "the start (no checkpoint was registered)"
         raise TrainFailed(
             f"training run '{run}' failed at step {snap['step']} of {snap['total']}: {_first_line(e)}; "
-            f"rerun the same command to resume from {where}"
+            f"rerun the same command to resume from {start}"
         ) from e
     snap = ray.get(board.snapshot.remote())
     if progress:
