@@ -270,7 +270,8 @@ def run_train(
         summary = store.read_json(layout.metrics)
         timings = {"prepare_s": t_fit - t0, "fit_s": time.time() - t_fit, "total_s": time.time() - t0}
         usage["throughput"] = throughput_summary(summary)
-        counts.update(restarts=max(0, snap["attempts"] - 1), resumed_from=_resume_steps(summary))
+        starts = [e["from_step"] for e in snap["events"] if e.get("event") == "start"]
+        counts.update(restarts=max(0, len(starts) - 1), resumed_from=[s for s in starts if s > 0])
         resumed_note = ["resumed from an earlier submission's checkpoint"] if resumed else []
         manifest = srun.complete(
             {
@@ -409,10 +410,6 @@ def _first_line(e: BaseException) -> str:
     cause = getattr(e, "controller_failure", None) or e
     lines = str(cause).strip().splitlines()
     return lines[-1][:300] if lines else type(cause).__name__
-
-
-def _resume_steps(summary: dict[str, Any]) -> list[int]:
-    return [h["step"] for h in summary["history"] if h.get("event") == "resumed"]
 
 
 def throughput_summary(summary: dict[str, Any]) -> dict[str, Any]:
