@@ -220,6 +220,14 @@ def run_train(
         prep = prepare(cfg, tc, store, log)
     except (TrainDataError, ModelNotFound, TemplateError, IncompleteInput, FileNotFoundError) as e:
         raise TrainSetupError(str(e)) from None
+    r = tc.recipe
+    precision = ("bf16" if tc.scaling.use_gpu else "fp32") if r.precision == "auto" else r.precision
+    outputs = [f"{layout.model}/config.json", layout.metrics]
+    params = params_of(tc, prep, precision)
+    srun = StageRun(store, layout.stage, ALGORITHM, params, prep.inputs, outputs, force)
+    if srun.previous is not None:
+        log(f"train: run '{run}' up to date")
+        return TrainResult(run, True, srun.previous, store, layout)
 
     import ray
 
@@ -229,8 +237,6 @@ def run_train(
     if not cfg.ray.enabled:
         log("train: runs on Ray whatever ray.enabled says (Ray Train)")
     workers, per_worker, notes = resolve_scaling(tc, ray.cluster_resources())
-    r = tc.recipe
-    precision = ("bf16" if tc.scaling.use_gpu else "fp32") if r.precision == "auto" else r.precision
     try:
         geom = geometry(
             prep.stats.samples, r.effective_batch, workers, r.per_device_batch, r.epochs, r.warmup_ratio,
@@ -238,16 +244,11 @@ def run_train(
         )  # fmt: skip
     except BatchError as e:
         raise TrainSetupError(str(e)) from None
-    params = params_of(tc, prep, precision)
-    outputs = [f"{layout.model}/config.json", layout.metrics]
-    srun = StageRun(store, layout.stage, ALGORITHM, params, prep.inputs, outputs, force)
-    if srun.previous is not None:
-        log(f"train: run '{run}' up to date")
-        return TrainResult(run, True, srun.previous, store, layout)
     ds_config = _own_ds_config(cfg, tc)
     ckpt_root, storage_path, storage_fs = checkpoint_store(cfg, tc, store)
     # refused here, before the stored run is invalidated, when its checkpoints come from another config
     resumed = guard_checkpoints(ckpt_root, run, srun.fingerprint, force, log)
+    notes = [*prep.notes, *notes] + (["resumed from an earlier submission's checkpoint"] if resumed else [])
     with srun:
         store.write_table(layout.tokens, prep.table)
         spec = _spec(cfg, tc, run, srun.fingerprint, store, layout, prep, geom, precision, ds_config)
@@ -265,26 +266,20 @@ def run_train(
             snap = _fit(tc, spec, workers, per_worker, (ckpt_root, run), storage_path, storage_fs, progress)
         except TrainFailed as e:
             failures = {"rows": 0, "by_reason": {"training_failed": 1}, "error": str(e)}
-            srun.incomplete({}, counts, failures, notes=[*prep.notes, *notes])
+            srun.incomplete({}, counts, failures, notes=notes)
             raise
         summary = store.read_json(layout.metrics)
         timings = {"prepare_s": t_fit - t0, "fit_s": time.time() - t_fit, "total_s": time.time() - t0}
         usage["throughput"] = throughput_summary(summary)
         starts = [e["from_step"] for e in snap["events"] if e.get("event") == "start"]
         counts.update(restarts=max(0, len(starts) - 1), resumed_from=[s for s in starts if s > 0])
-        resumed_note = ["resumed from an earlier submission's checkpoint"] if resumed else []
-        manifest = srun.complete(
-            {
-                "model": {"uri": store.url(layout.model), "files": summary["files"]},
-                "metrics": {"uri": store.url(layout.metrics)},
-                "tokens": {"uri": store.url(layout.tokens)},
-                "checkpoints": {"uri": ckpt_root.url(run)},
-            },
-            counts,
-            timings=timings,
-            usage=usage,
-            notes=[*prep.notes, *notes, *resumed_note],
-        )
+        outputs_written = {
+            "model": {"uri": store.url(layout.model), "files": summary["files"]},
+            "metrics": {"uri": store.url(layout.metrics)},
+            "tokens": {"uri": store.url(layout.tokens)},
+            "checkpoints": {"uri": ckpt_root.url(run)},
+        }
+        manifest = srun.complete(outputs_written, counts, timings=timings, usage=usage, notes=notes)
     t = usage["throughput"]
     log(
         f"train '{run}': done, loss {t['first_loss']:.4f} → {t['last_loss']:.4f}, "
