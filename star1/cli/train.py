@@ -15,9 +15,12 @@ def describe(snap: dict[str, Any]) -> str:
     if not last:
         return f"train (attempt {snap.get('attempts', 0)}, starting workers)"
     mfu = last.get("mfu")
+    ckpt = snap.get("registered")
+    tps = last["tokens_per_s_per_worker"]
     return (
-        f"train loss {last['loss']:.4f} lr {last['lr']:.2e} "
-        f"{last['tokens_per_s_per_worker']:.0f} tok/s/worker" + (f" MFU {mfu:.1%}" if mfu is not None else "")
+        f"train loss {last['loss']:.4f} lr {last['lr']:.2e} {tps:.0f} tok/s/worker"
+        + (f" MFU {mfu:.1%}" if mfu is not None else "")
+        + (f" ckpt {ckpt}" if ckpt else "")
     )
 
 
