@@ -84,12 +84,13 @@ def smol(tmp_path_factory):
     return model, Samples.from_table(table), tok.pad_token_id
 
 
-def _losses(model, mb, samples, weights, pad):
+def _losses(model, mb, samples, weights, pad, flatten=False):
     import torch
 
     from star1.train.collate import collate, sample_losses, token_losses
 
-    b = collate(mb, samples, weights, pad)
+    b = collate(mb, samples, weights, pad, flatten)
+    assert b.input_ids.shape[0] == (1 if flatten else len(mb))
     with torch.no_grad():
         return sample_losses(token_losses(model, b), b)
 
@@ -106,10 +107,12 @@ def test_packed_and_unpacked_give_the_same_per_sample_loss(smol):
     padded = _losses(model, [[i] for i in batch], samples, w, pad)  # one row each, right-padded
     packed = _losses(model, [batch], samples, w, pad)  # all four in one row
     packed_pairs = _losses(model, [[3, 0], [1, 2]], samples, w, pad)
+    flat = _losses(model, [[3, 0], [1, 2]], samples, w, pad, flatten=True)  # the FlashAttention-2 layout
     for i in batch:
         assert alone[i] == pytest.approx(padded[i], abs=1e-4)
         assert alone[i] == pytest.approx(packed[i], abs=1e-4)
         assert alone[i] == pytest.approx(packed_pairs[i], abs=1e-4)
+        assert alone[i] == pytest.approx(flat[i], abs=1e-4)
     assert len({round(v, 3) for v in alone.values()}) == 4  # the samples differ, so leakage would show
     # the causal mask really is block-diagonal: without position ids restarting, losses change
     import torch

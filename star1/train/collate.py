@@ -65,9 +65,13 @@ def step_weights(batch: list[int], samples: Samples, average: str) -> dict[int, 
     return {i: 1.0 / (samples.label_tokens(i) * len(batch)) for i in batch}
 
 
-def collate(mb: MicroBatch, samples: Samples, weights: dict[int, float], pad_id: int) -> Batch:
-    """Tensors of one micro-batch; an empty one is a single weightless pad token (keeps workers in step)."""
-    rows = mb or [[]]
+def collate(
+    mb: MicroBatch, samples: Samples, weights: dict[int, float], pad_id: int, flatten: bool = False
+) -> Batch:
+    """Tensors of one micro-batch; an empty one is a single weightless pad token (keeps workers in step).
+    `flatten` puts all its samples in one row: FlashAttention-2 reads sample boundaries from position ids
+    only in a batch of one row (varlen), and a flat row carries no padding at all."""
+    rows = ([[i for row in mb for i in row]] if flatten else mb) or [[]]
     row_len = [sum(len(samples.input_ids[i]) for i in row) for row in rows]
     length = max(max(row_len), 1)
     shape = (len(rows), length)

@@ -85,7 +85,7 @@ class Formatter:
     def split(self, question: str, target: str) -> tuple[str, str]:
         """(prompt text, completion text) of one conversation."""
         text = self.render(question, target)
-        at = text.find(target)
+        at = text.rfind(target)  # the assistant turn is the last thing rendered
         if at < 0:
             raise TemplateError("the chat template rewrote an assistant turn; cannot locate the target")
         return text[:at], text[at:]

@@ -19,6 +19,8 @@ from star1.manifest import read_manifest
 from star1.stage_run import IncompleteInput
 from star1.store import Store
 
+CHECKPOINTS_ROOT = f"train/{CHECKPOINTS_DIR}"  # Ray Train's storage_path unless train.checkpoint.storage_path
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -39,10 +41,6 @@ class RunLayout:
     @property
     def tokens(self) -> str:
         return f"train/{self.run}/data/tokens.parquet"
-
-    @property
-    def checkpoints_root(self) -> str:
-        return f"train/{CHECKPOINTS_DIR}"
 
 
 def trained_model(store: Store, run: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from star1.store import Store
-from star1.train.batching import global_batch, step_plan
+from star1.train.batching import Geometry, global_batch, step_plan
 from star1.train.collate import Samples, collate, step_weights, token_losses
 from star1.train.engines import ds_config_for, make_engine
 from star1.train.spec import WorkerSpec
@@ -27,16 +27,22 @@ from star1.train.throughput import device_peak, mfu
 STATE_FILE = "train_state.json"
 
 
-def _load_model(spec: WorkerSpec, model_dir: Path, device: torch.device, ds_config: dict | None) -> Any:
+def attention(spec: WorkerSpec, device: torch.device) -> str:
+    """`auto`: FlashAttention-2 on GPU when installed (varlen kernels for packed rows), else sdpa."""
+    if spec.attn_implementation != "auto":
+        return spec.attn_implementation
+    if device.type == "cuda":
+        import importlib.util
+
+        return "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+    return "sdpa"
+
+
+def _load_model(
+    spec: WorkerSpec, model_dir: Path, device: torch.device, ds_config: dict | None, attn: str
+) -> Any:
     from transformers import AutoModelForCausalLM
 
-    attn = spec.attn_implementation
-    if attn == "auto":
-        attn = "sdpa"
-        if device.type == "cuda":
-            import importlib.util
-
-            attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
     dtype = torch.bfloat16 if spec.precision == "bf16" and ds_config is not None else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn)
     model.config.use_cache = False
@@ -120,7 +126,9 @@ def train_worker(config: dict[str, Any]) -> None:
         from transformers.integrations import HfDeepSpeedConfig
 
         _keep = HfDeepSpeedConfig(ds_config)
-    model = _load_model(spec, model_dir, device, ds_config)
+    attn = attention(spec, device)
+    flatten = attn.startswith("flash_attention")  # one varlen row per micro-batch
+    model = _load_model(spec, model_dir, device, ds_config, attn)
     engine = make_engine(model, spec, world, device, ds_config)
     peak, peak_source = device_peak(device, spec.peak_tflops)
 
@@ -129,15 +137,15 @@ def train_worker(config: dict[str, Any]) -> None:
         spec.progress.started.remote(rank, os.getpid(), socket.gethostname(), start)
     if start:
         history.append({"event": "resumed", "step": start, "world": world})
-    total, every = g["total_steps"], spec.checkpoint_every
+    total, every, geom = g["total_steps"], spec.checkpoint_every, Geometry(**g)
     for step in range(start, total):
         t0 = time.perf_counter()
-        batch = global_batch(step, _geom(g), r["seed"])
+        batch = global_batch(step, geom, r["seed"])
         weights = step_weights(batch, samples, r["loss_average"])
         micro = step_plan(batch, lengths, world, g["per_device_batch"], r["packing"], spec.max_length)[rank]
         loss_sum, real = 0.0, 0
         for k, mb in enumerate(micro):
-            b = collate(mb, samples, weights, pad_id).to(device)
+            b = collate(mb, samples, weights, pad_id, flatten).to(device)
             loss_sum += engine.backward(
                 lambda m, b=b: (token_losses(m, b) * b.weights).sum(), k == len(micro) - 1
             )
@@ -196,9 +204,3 @@ def train_worker(config: dict[str, Any]) -> None:
         store.write_json(spec.metrics_path, summary)
     if world > 1:
         dist.barrier()
-
-
-def _geom(g: dict[str, Any]) -> Any:
-    from star1.train.batching import Geometry
-
-    return Geometry(**g)

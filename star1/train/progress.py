@@ -5,7 +5,6 @@ board outlives worker-group restarts, so it also records who ran, where restarts
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -86,16 +85,3 @@ class Watcher:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
-
-
-def wait_for(board: Any, predicate: Callable[[dict[str, Any]], bool], timeout_s: float) -> dict[str, Any]:
-    """Poll until `predicate(snapshot)` holds (used to act at a point in a run, e.g. after a checkpoint)."""
-    import ray
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        snap = ray.get(board.snapshot.remote())
-        if predicate(snap):
-            return snap
-        time.sleep(0.2)
-    raise TimeoutError(f"progress board: condition not met in {timeout_s:.0f} s")

@@ -27,7 +27,7 @@ from star1.store import Store, s3_filesystem
 from star1.train.batching import BatchError, Geometry, geometry
 from star1.train.data import TrainDataError, load_records
 from star1.train.encode import EncodeStats, Formatter
-from star1.train.layout import RunLayout
+from star1.train.layout import CHECKPOINTS_ROOT, RunLayout
 from star1.train.models import ModelNotFound, chat_template_of, resolve_model
 from star1.train.template import TemplateError, has_think_split, remove_think_clause
 
@@ -158,7 +158,7 @@ def params_of(tc: TrainConfig, prep: Prepared, precision: str) -> dict[str, Any]
 
 def checkpoint_store(cfg: Star1Config, tc: TrainConfig, store: Store) -> tuple[Store, str, Any]:
     """(store over the checkpoint root, storage_path for Ray, pyarrow filesystem for Ray or None)."""
-    uri = tc.checkpoint.storage_path or store.url(RunLayout("_").checkpoints_root)
+    uri = tc.checkpoint.storage_path or store.url(CHECKPOINTS_ROOT)
     root = Store.from_uri(uri, cfg.store.endpoint_url, cfg.store.region)
     if urlparse(uri).scheme == "s3":
         return root, root.root, s3_filesystem(cfg.store.endpoint_url, cfg.store.region)

@@ -3,7 +3,7 @@ a worker decides nothing the driver has not validated."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -30,4 +30,3 @@ class WorkerSpec:
     export_dtype: str
     metrics_path: str  # store-relative JSON of the metric history
     progress: Any = None  # ProgressBoard actor handle (or None)
-    extra: dict[str, Any] = field(default_factory=dict)
