@@ -128,3 +128,16 @@ def test_local_model_resolves_to_smollm2():
 
     path = resolve_model("local")
     assert path == smollm2_dir() and (path / "config.json").is_file()
+
+
+def test_r1_template_is_patched_with_a_note(tmp_path, tiny):
+    from star1.train.run import prepare
+
+    template = Path(__file__).parent / "fixtures" / "r1_style_chat_template.jinja"
+    cfg = _cfg(tmp_path / "s", model=str(tiny), format={"chat_template": str(template)})
+    logged: list[str] = []
+    prep = prepare(cfg, cfg.train, Store.from_uri(str(tmp_path / "s")), logged.append)
+    assert "split('</think>')" not in prep.template and "split('</think>')" in template.read_text()
+    assert any("removed 1 clause(s) that strip reasoning" in n for n in prep.notes)
+    assert any("warning" in m for m in logged)
+    assert prep.stats.samples == 4 and prep.table.num_rows == 4

@@ -143,16 +143,17 @@ def train_worker(config: dict[str, Any]) -> None:
         batch = global_batch(step, geom, r["seed"])
         weights = step_weights(batch, samples, r["loss_average"])
         micro = step_plan(batch, lengths, world, g["per_device_batch"], r["packing"], spec.max_length)[rank]
-        loss_sum, real = 0.0, 0
+        loss_sum, real, slots = 0.0, 0, 0
         for k, mb in enumerate(micro):
             b = collate(mb, samples, weights, pad_id, flatten).to(device)
             loss_sum += engine.backward(
                 lambda m, b=b: (token_losses(m, b) * b.weights).sum(), k == len(micro) - 1
             )
             real += b.real_tokens
+            slots += b.input_ids.numel()
         lr = engine.lr  # the rate this step uses
         grad_norm = engine.step()
-        totals = torch.tensor([loss_sum, float(real)], dtype=torch.float64, device=device)
+        totals = torch.tensor([loss_sum, float(real), float(slots)], dtype=torch.float64, device=device)
         if world > 1:
             dist.all_reduce(totals)
         dt = time.perf_counter() - t0
@@ -165,6 +166,7 @@ def train_worker(config: dict[str, Any]) -> None:
             "lr": lr,
             "grad_norm": grad_norm,
             "tokens": int(totals[1]),
+            "real_token_fraction": float(totals[1] / totals[2]),  # real tokens ÷ tensor slots (padding)
             "step_time_s": dt,
             "tokens_per_s_per_worker": tps,
             "mfu": mfu(engine.params, tps, peak),

@@ -407,6 +407,10 @@ def _first_line(e: BaseException) -> str:
     return lines[-1][:300] if lines else type(cause).__name__
 
 
+def _slots(steps: list[dict[str, Any]]) -> float:
+    return sum(h["tokens"] / h["real_token_fraction"] for h in steps if h.get("real_token_fraction"))
+
+
 def throughput_summary(summary: dict[str, Any]) -> dict[str, Any]:
     """Means over logged steps (the first step after each (re)start is warm-up and left out)."""
     history = summary["history"]
@@ -435,6 +439,7 @@ def throughput_summary(summary: dict[str, Any]) -> dict[str, Any]:
         "tokens_per_s_per_worker": mean("tokens_per_s_per_worker"),
         "step_time_s": mean("step_time_s"),
         "mfu": mean("mfu"),
+        "real_token_fraction": sum(h["tokens"] for h in steps) / slots if (slots := _slots(steps)) else None,
         "first_loss": steps[0]["loss"] if steps else None,
         "last_loss": steps[-1]["loss"] if steps else None,
         "steps_logged": len(steps),
