@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from star1.cli import app
 from star1.config import parse_config, train_presets
 from star1.store import Store
-from star1.train.run import TrainSetupError, resolve_scaling, run_train
+from star1.train.cluster import resolve_scaling
+from star1.train.errors import TrainSetupError
+from star1.train.run import run_train
 from tests.conftest import write
 from tests.train_helpers import RECORDS, smollm2_dir, tiny_llama
 

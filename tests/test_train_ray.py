@@ -18,7 +18,8 @@ import pytest
 from star1.config import parse_config
 from star1.manifest import read_manifest
 from star1.store import Store
-from star1.train.run import TrainFailed, TrainSetupError, run_train
+from star1.train.errors import TrainFailed, TrainSetupError
+from star1.train.run import run_train
 from tests.train_helpers import RECORDS, smollm2_dir, tiny_llama
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,8 @@ def describe(snap: dict[str, Any]) -> str:
 @app.command()
 def train(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Fine-tune a model on STAR-1-format data (Ray Train); a rerun with the same run name resumes."""
-    from star1.train.run import TrainFailed, TrainSetupError, run_train
+    from star1.train.errors import TrainFailed, TrainSetupError
+    from star1.train.run import run_train
 
     cfg = load(config, set_)
     if cfg.train is None:

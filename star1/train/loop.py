@@ -125,7 +125,7 @@ def train_worker(config: dict[str, Any]) -> None:
         ds_config = ds_config_for(spec, hidden, device.type == "cuda")
         from transformers.integrations import HfDeepSpeedConfig
 
-        _keep = HfDeepSpeedConfig(ds_config)
+        _keep = HfDeepSpeedConfig(ds_config)  # alive while loading: ZeRO-3 partitions the model at load
     attn = attention(spec, device)
     flatten = attn.startswith("flash_attention")  # one varlen row per micro-batch
     model = _load_model(spec, model_dir, device, ds_config, attn)

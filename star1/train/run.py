@@ -16,33 +16,25 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 
-from star1.config import LOCAL_MODEL, ConfigError, Star1Config, TrainConfig
+from star1.config import LOCAL_MODEL, Star1Config, TrainConfig
 from star1.manifest import Manifest, sha256_bytes
 from star1.stage_run import IncompleteInput, StageRun
-from star1.store import Store, s3_filesystem
+from star1.store import Store
 from star1.train.batching import BatchError, Geometry, geometry
+from star1.train.checkpoints import checkpoint_store, guard_checkpoints, registered_step
+from star1.train.cluster import resolve_scaling
 from star1.train.data import TrainDataError, load_records
 from star1.train.encode import EncodeStats, Formatter
-from star1.train.layout import CHECKPOINTS_ROOT, RunLayout
+from star1.train.errors import TrainFailed, TrainSetupError
+from star1.train.layout import RunLayout
 from star1.train.models import ModelNotFound, chat_template_of, resolve_model
 from star1.train.template import TemplateError, has_think_split, remove_think_clause
 
 ALGORITHM = "sft-v1"
-RUN_MARKER = "star1-run.json"
-RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the run's registered checkpoints
 LogFn = Callable[[str], None]
-
-
-class TrainSetupError(ConfigError):
-    """Bad input found before any worker started (data, model, template, batch, cluster, checkpoints)."""
-
-
-class TrainFailed(RuntimeError):
-    """Training started but could not finish; the manifest says incomplete, a rerun resumes."""
 
 
 @dataclass(frozen=True)
@@ -103,43 +95,6 @@ def prepare(cfg: Star1Config, tc: TrainConfig, store: Store, log: LogFn) -> Prep
     return Prepared(model_dir, template, notes, table, stats, inputs)
 
 
-def resolve_scaling(tc: TrainConfig, cluster: dict[str, float]) -> tuple[int, dict[str, float], list[str]]:
-    """(workers, resources per worker, notes); raise when the cluster cannot hold the run."""
-    s, r = tc.scaling, tc.recipe
-    per = dict(s.resources_per_worker or {"CPU": 1.0})
-    if s.use_gpu:
-        per.setdefault("GPU", 1.0)
-    notes: list[str] = []
-    where = f" (preset {tc.preset})" if tc.preset else ""
-    if s.check_resources:
-        if s.use_gpu and cluster.get("GPU", 0) <= 0:
-            raise TrainSetupError(
-                f"train.scaling asks for GPUs{where} but the Ray cluster has none (CPU only: "
-                f"{int(cluster.get('CPU', 0))} CPUs); use a GPU cluster, or drop the preset / use_gpu. "
-                "On an autoscaling cluster whose GPU nodes start on demand set "
-                "train.scaling.check_resources=false"
-            )
-        if s.accelerator_type and not any(k == f"accelerator_type:{s.accelerator_type}" for k in cluster):
-            raise TrainSetupError(f"the Ray cluster has no accelerator of type {s.accelerator_type}")
-    if s.num_workers == "auto":
-        fit = min(int(cluster.get(k, 0) // v) for k, v in per.items() if v > 0)
-        workers = next((w for w in range(fit, 0, -1) if r.effective_batch % (w * r.per_device_batch) == 0), 0)
-        if workers == 0:
-            raise TrainSetupError(f"the Ray cluster cannot hold one worker with {per}")
-        notes.append(f"num_workers auto: {workers} (the cluster holds {fit})")
-        return workers, per, notes
-    workers = s.num_workers
-    if s.check_resources:
-        short = {k: v * workers for k, v in per.items() if cluster.get(k, 0) < v * workers}
-        if short:
-            have = {k: cluster.get(k, 0) for k in short}
-            raise TrainSetupError(
-                f"{workers} workers need {short} but the Ray cluster has {have}; lower "
-                "train.scaling.num_workers (or 'auto') or resources_per_worker"
-            )
-    return workers, per, notes
-
-
 def params_of(tc: TrainConfig, prep: Prepared, precision: str) -> dict[str, Any]:
     """What decides the result (fingerprinted). Scaling, checkpointing and logging are execution knobs."""
     return {
@@ -154,52 +109,6 @@ def params_of(tc: TrainConfig, prep: Prepared, precision: str) -> dict[str, Any]
         "deepspeed_config": tc.deepspeed_config,
         "export_dtype": tc.export_dtype,
     }
-
-
-def checkpoint_store(cfg: Star1Config, tc: TrainConfig, store: Store) -> tuple[Store, str, Any]:
-    """(store over the checkpoint root, storage_path for Ray, pyarrow filesystem for Ray or None)."""
-    uri = tc.checkpoint.storage_path or store.url(CHECKPOINTS_ROOT)
-    root = Store.from_uri(uri, cfg.store.endpoint_url, cfg.store.region)
-    if urlparse(uri).scheme == "s3":
-        return root, root.root, s3_filesystem(cfg.store.endpoint_url, cfg.store.region)
-    return root, root.root, None
-
-
-def guard_checkpoints(root: Store, run: str, fingerprint: str, force: bool, log: LogFn) -> bool:
-    """True when the run resumes from checkpoints; refuse checkpoints made with another config."""
-    names = root.list(run)
-    marker = f"{run}/{RUN_MARKER}"
-    has_ckpt = any("/checkpoint_" in f"/{p}" for p in names)
-    if force and names:
-        log(f"train: --force: discarding {root.url(run)}")
-        root.delete(run)
-        has_ckpt = False
-    elif has_ckpt:
-        stored = root.read_json(marker) if root.exists(marker) else {}
-        if stored.get("fingerprint") != fingerprint:
-            raise TrainSetupError(
-                f"run '{run}' already has checkpoints at {root.url(run)} from a different config "
-                "(data, model or recipe changed); choose another train.run_name, or --force to discard them"
-            )
-        step = registered_step(root, run)
-        log(f"train: resuming run '{run}' from its checkpoint of step {step} in {root.url(run)}")
-    root.write_json(marker, {"fingerprint": fingerprint, "written_at": time.time()})
-    return has_ckpt
-
-
-def registered_step(root: Store, run: str) -> int | None:
-    """The step of the newest checkpoint Ray Train has registered for `run` (what a restart resumes from),
-    read from Ray's run snapshot; None when there is none (yet)."""
-    path = f"{run}/{RAY_SNAPSHOT}"
-    try:
-        name = (
-            root.read_json(path)["latest_checkpoint_result"]["checkpoint_dir_name"]
-            if root.exists(path)
-            else ""
-        )
-        return int(name.rsplit("_", 1)[-1]) if name else None
-    except (KeyError, TypeError, ValueError, OSError):
-        return None  # absent, or being rewritten right now
 
 
 def run_train(
