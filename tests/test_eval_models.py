@@ -71,14 +71,25 @@ def test_pipeline_finds_the_finetuned_model_only_when_train_completed(tmp_path):
     from star1.evals.pipeline_step import finetuned_path
     from star1.stage_run import StageRun
 
-    cfg = parse_config({"eval": {"model": {"path": "builtin:smollm2"}, "pipeline": {}}})
     store = Store.from_uri(str(tmp_path))
+    eval_only = parse_config({"eval": {"model": {"path": "builtin:smollm2"}, "pipeline": {}}})
+    assert finetuned_path(eval_only, store) is None  # no train section, no folder named: base model only
+    cfg = parse_config(
+        {
+            "run_name": "r7",
+            "train": {"model": "local"},
+            "eval": {"model": {"path": "builtin:smollm2"}, "pipeline": {}},
+        }
+    )
     assert finetuned_path(cfg, store) is None
-    _put(store, "train/model", FILES)
+    _put(store, "train/r7/model", FILES)
     assert finetuned_path(cfg, store) is None  # files without a complete train manifest: not yet
-    with StageRun(store, "train", "test", {}, [], ["train/model/config.json"], force=True) as run:
+    with StageRun(store, "train/r7", "test", {}, [], ["train/r7/model/config.json"], force=True) as run:
         run.incomplete({}, {}, failures={"rows": 1})
     assert finetuned_path(cfg, store) is None
-    with StageRun(store, "train", "test", {}, [], ["train/model/config.json"], force=True) as run:
-        run.complete({"model": {"uri": store.url("train/model")}}, {})
-    assert finetuned_path(cfg, store) == "store:train/model"
+    with StageRun(store, "train/r7", "test", {}, [], ["train/r7/model/config.json"], force=True) as run:
+        run.complete({"model": {"uri": store.url("train/r7/model")}}, {})
+    assert finetuned_path(cfg, store) == "store:train/r7/model"
+    named = cfg.model_copy(deep=True)
+    named.eval.pipeline.finetuned = "train/r7/model/"  # an explicit folder: the same run's manifest decides
+    assert finetuned_path(named, store) == "store:train/r7/model"

@@ -1,13 +1,13 @@
 """`star1` command line: one verb per stage. Configuration errors exit with code 2 before any work starts.
 
-Each area registers its commands on the shared app in a module of its own (`data`, `report`, `submit`, …).
+Each area registers its commands on the shared app in a module of its own (`data`, `train`, `report`, …).
 """
 
 from __future__ import annotations
 
 import sys
 
-from star1.cli import data, report, submit  # noqa: F401  (each registers its commands)
+from star1.cli import data, report, submit, train  # noqa: F401  (each registers its commands)
 from star1.cli import eval as _eval  # noqa: F401  (registers the eval commands)
 from star1.cli.common import app
 

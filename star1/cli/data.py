@@ -162,6 +162,9 @@ def pipeline(
     console.print(f"[green]done[/green]: dataset {store.url('export/star1.json')}")
     print(store.url("export/star1.json"))
     print(store.url("export/README.md"))
+    if "train" in results:
+        console.print(f"[green]trained[/green]: model {results['train'].url('model')}")
+        print(results["train"].url("model"))
     from star1.cli.eval import pipeline_evals
 
     pipeline_evals(load(config, set_), store, force)  # base (+ fine-tuned) model scores, when configured

@@ -42,12 +42,27 @@ from star1.config.loading import apply_override, load_config, load_yaml, parse_c
 from star1.config.report import ReportConfig
 from star1.config.root import Star1Config
 from star1.config.runtime import RayConfig, StoreConfig
+from star1.config.train import (
+    CHECKPOINTS_DIR,
+    LOCAL_MODEL,
+    CheckpointSection,
+    FormatConfig,
+    RecipeConfig,
+    ScalingSection,
+    ThroughputSection,
+    TrainConfig,
+    TrainSource,
+    train_presets,
+)
 
 __all__ = [
     "BUILTIN_SMOLLM2",
+    "CHECKPOINTS_DIR",
     "GENERATOR_SAMPLING",
     "LOCAL",
+    "LOCAL_MODEL",
     "ROLES",
+    "CheckpointSection",
     "CollectConfig",
     "ConfigError",
     "CurateConfig",
@@ -55,6 +70,7 @@ __all__ = [
     "EmbeddingSearchConfig",
     "EvalConfig",
     "FileLoader",
+    "FormatConfig",
     "GuardConfig",
     "HFLoader",
     "LLMConfig",
@@ -64,6 +80,7 @@ __all__ = [
     "ModelConfig",
     "PipelineEvalConfig",
     "RayConfig",
+    "RecipeConfig",
     "RefusalJudgeConfig",
     "ReportConfig",
     "RoleConfig",
@@ -71,13 +88,18 @@ __all__ = [
     "SampleSpec",
     "SamplingConfig",
     "SandboxConfig",
+    "ScalingSection",
     "SourceRef",
     "SourceSpec",
     "Star1Config",
     "StoreConfig",
     "Strict",
+    "ThroughputSection",
+    "TrainConfig",
+    "TrainSource",
     "apply_override",
     "load_config",
     "load_yaml",
     "parse_config",
+    "train_presets",
 ]

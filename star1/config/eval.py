@@ -109,7 +109,10 @@ class PipelineEvalConfig(Strict):
     """What `star1 pipeline` evaluates at its end: the base model and, when trained, the fine-tuned one."""
 
     enabled: bool = True
-    finetuned: str = Field("train/model", description="store folder of the `star1 train` output")
+    finetuned: str | None = Field(
+        None,
+        description="store folder of the fine-tuned model; default: this config's train/<run>/model",
+    )
 
 
 class EvalConfig(Strict):

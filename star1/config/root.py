@@ -11,6 +11,7 @@ from star1.config.eval import EvalConfig
 from star1.config.llm import LLMConfig
 from star1.config.report import ReportConfig
 from star1.config.runtime import RayConfig, StoreConfig
+from star1.config.train import TrainConfig
 
 
 class Star1Config(Strict):
@@ -20,6 +21,7 @@ class Star1Config(Strict):
     collect: CollectConfig | None = None
     llm: LLMConfig = Field(default_factory=LLMConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    train: TrainConfig | None = None
     report: ReportConfig = Field(default_factory=ReportConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     base_dir: str = Field(".", description="folder that relative paths in this config are resolved against")

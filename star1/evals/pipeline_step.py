@@ -10,6 +10,7 @@ from star1.evals.engines import EnginePool
 from star1.evals.run import EvalResult, run_eval
 from star1.manifest import read_manifest
 from star1.store import Store
+from star1.train.layout import RunLayout
 
 
 def finetuned_path(cfg: Star1Config, store: Store) -> str | None:
@@ -17,8 +18,14 @@ def finetuned_path(cfg: Star1Config, store: Store) -> str | None:
     step = cfg.eval.pipeline
     if step is None:
         return None
-    folder = step.finetuned.strip("/")
-    stage = folder.split("/", 1)[0]
+    if step.finetuned:
+        folder = step.finetuned.strip("/")
+        stage = folder.rsplit("/", 1)[0] if "/" in folder else folder
+    elif cfg.train is not None:  # the model of this config's own training run
+        layout = RunLayout(cfg.train.run_name or cfg.run_name)
+        folder, stage = layout.model, layout.stage
+    else:
+        return None
     m = read_manifest(store, stage)
     if m is None or m.status != "complete" or not store.exists(f"{folder}/config.json"):
         return None

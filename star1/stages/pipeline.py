@@ -1,4 +1,5 @@
-"""`star1 pipeline`: every stage in order (`run_stages(stage_names(cfg), …)`), each skipped when current."""
+"""`star1 pipeline`: every stage in order (`run_stages(stage_names(cfg), …)`), each skipped when current;
+`train` after `export` when the config has a `train:` section."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from star1.stages.export import run_export
 from star1.store import Store
 
 CURATE = ("classify", "generate", "score")
-NO_MODEL = ("collect", "select", "export")
+NO_MODEL = ("collect", "select", "export", "train")  # stages that need no model server
 BENIGN = ("benign_rewrite", "benign_generate", "benign_score")
 
 
 def stage_names(cfg: Star1Config) -> list[str]:
     names = (["collect"] if cfg.collect is not None else []) + [*CURATE, "select"]
-    return names + ([*BENIGN] if cfg.curate.benign else []) + ["export"]
+    names += [*BENIGN] if cfg.curate.benign else []
+    return [*names, "export"] + (["train"] if cfg.train is not None else [])
 
 
 def run_stage(
@@ -36,6 +38,10 @@ def run_stage(
         return run_select(cfg, store, force=force, log=log)
     if name == "export":
         return run_export(cfg, store, force=force, log=log)
+    if name == "train":
+        from star1.train.run import run_train
+
+        return run_train(cfg, store, force=force, log=log)
     return run_model_stage(name, cfg, store, force=force, use_ray=use_ray, log=log)
 
 

@@ -1,0 +1,44 @@
+"""What the Ray cluster must hold for a run: workers × resources, GPUs for a GPU config, an accelerator type;
+`num_workers: auto` picks the largest worker count that fits and divides the effective batch."""
+
+from __future__ import annotations
+
+from star1.config import TrainConfig
+from star1.train.errors import TrainSetupError
+
+
+def resolve_scaling(tc: TrainConfig, cluster: dict[str, float]) -> tuple[int, dict[str, float], list[str]]:
+    """(workers, resources per worker, notes); raise when the cluster cannot hold the run."""
+    s, r = tc.scaling, tc.recipe
+    per = dict(s.resources_per_worker or {"CPU": 1.0})
+    if s.use_gpu:
+        per.setdefault("GPU", 1.0)
+    notes: list[str] = []
+    where = f" (preset {tc.preset})" if tc.preset else ""
+    if s.check_resources:
+        if s.use_gpu and cluster.get("GPU", 0) <= 0:
+            raise TrainSetupError(
+                f"train.scaling asks for GPUs{where} but the Ray cluster has none (CPU only: "
+                f"{int(cluster.get('CPU', 0))} CPUs); use a GPU cluster, or drop the preset / use_gpu. "
+                "On an autoscaling cluster whose GPU nodes start on demand set "
+                "train.scaling.check_resources=false"
+            )
+        if s.accelerator_type and not any(k == f"accelerator_type:{s.accelerator_type}" for k in cluster):
+            raise TrainSetupError(f"the Ray cluster has no accelerator of type {s.accelerator_type}")
+    if s.num_workers == "auto":
+        fit = min(int(cluster.get(k, 0) // v) for k, v in per.items() if v > 0)
+        workers = next((w for w in range(fit, 0, -1) if r.effective_batch % (w * r.per_device_batch) == 0), 0)
+        if workers == 0:
+            raise TrainSetupError(f"the Ray cluster cannot hold one worker with {per}")
+        notes.append(f"num_workers auto: {workers} (the cluster holds {fit})")
+        return workers, per, notes
+    workers = s.num_workers
+    if s.check_resources:
+        short = {k: v * workers for k, v in per.items() if cluster.get(k, 0) < v * workers}
+        if short:
+            have = {k: cluster.get(k, 0) for k in short}
+            raise TrainSetupError(
+                f"{workers} workers need {short} but the Ray cluster has {have}; lower "
+                "train.scaling.num_workers (or 'auto') or resources_per_worker"
+            )
+    return workers, per, notes

@@ -1,0 +1,234 @@
+"""Real Ray Train runs on the local cluster: SmolLM2 on 2 workers (DDP, gloo) with checkpoints in a moto S3
+bucket, a killed worker and a killed submission both resuming from the last checkpoint; and DeepSpeed ZeRO-3
+on 2 CPU workers resuming from its sharded checkpoint. Each scenario runs once (module fixtures); the tests
+read what it left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from star1.config import parse_config
+from star1.manifest import read_manifest
+from star1.store import Store
+from star1.train.errors import TrainFailed, TrainSetupError
+from star1.train.run import run_train
+from tests.train_helpers import RECORDS, smollm2_dir, tiny_llama
+
+pytestmark = pytest.mark.slow
+
+
+class KillAfterCheckpoint:
+    """Progress callback that SIGKILLs one training worker once Ray Train has registered the checkpoint of
+    `step` (a reported checkpoint counts only once the controller has registered it)."""
+
+    def __init__(self, step: int, rank: int = 1, at_step: int | None = None) -> None:
+        self.step, self.rank, self.at_step = step, rank, at_step or step
+        self.killed_at: int | None = None  # the step the run had reached
+        self.registered: int | None = None  # the newest registered checkpoint at the kill
+
+    def __call__(self, snap: dict[str, Any]) -> None:
+        reg = snap.get("registered")
+        if self.killed_at is not None or reg is None or reg < self.step:
+            return
+        if not self.at_step <= snap["step"] < snap["total"]:
+            return
+        os.kill(snap["workers"][self.rank]["pid"], signal.SIGKILL)
+        self.killed_at, self.registered = snap["step"], reg
+
+    def resumed_ok(self, resumed: int, every: int) -> bool:
+        """The restart resumed from a checkpoint at least as new as the one registered before the kill."""
+        return self.registered is not None and resumed % every == 0 and resumed >= self.registered
+
+
+def _history(store: Store, run: str) -> list[dict[str, Any]]:
+    return store.read_json(f"train/{run}/metrics.json")["history"]
+
+
+def _assert_counter_continues(history: list[dict[str, Any]], total: int) -> list[int]:
+    """Steps 1..total each once, in order; each resume picks up right after its checkpoint. Returns the
+    resume points the history kept (a restart from the same checkpoint replaces the later ones)."""
+    steps = [h["step"] for h in history if "loss" in h]
+    assert steps == list(range(1, total + 1))
+    resumed = [k for k, h in enumerate(history) if h.get("event") == "resumed"]
+    for i in resumed:
+        at = history[i]["step"]
+        assert at > 0 and history[i - 1]["step"] == at and history[i + 1]["step"] == at + 1
+    return [history[i]["step"] for i in resumed]
+
+
+# ------------------------------------------------------------------ SmolLM2, DDP, checkpoints on S3
+
+
+@pytest.fixture(scope="module")
+def smol_s3(ray_local, s3_server):
+    import boto3
+
+    smollm2_dir()  # skip without the model package
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    bucket = "star1-train-smol"
+    s3.create_bucket(Bucket=bucket)
+    records = json.loads(RECORDS.read_text())[:2]
+    s3.put_object(Bucket=bucket, Key="data/star1.json", Body=json.dumps(records).encode())
+    store = Store.from_uri(f"s3://{bucket}/star1")
+
+    def config(max_failures: int, lr: float = 5e-5) -> Any:
+        return parse_config(
+            {
+                "run_name": "smol",
+                "store": {"uri": store.uri},
+                "train": {
+                    "model": "local",
+                    "data": [f"s3://{bucket}/data/star1.json"],
+                    # the whole set is one batch: every step sees the same batch
+                    "recipe": {"effective_batch": 2, "epochs": 4, "lr": lr, "warmup_ratio": 0},
+                    "checkpoint": {"every_steps": 2, "max_failures": max_failures},
+                },
+            }
+        )
+
+    # 1st submission: no restarts allowed; a worker dies after the checkpoint of step 2 → the run fails
+    first = KillAfterCheckpoint(2)
+    with pytest.raises(TrainFailed) as failed:
+        run_train(config(max_failures=0), store, progress=first, log=print)
+    after_failure = read_manifest(store, "train/smol")
+    keys_after_failure = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    # 2nd submission, same name and config (max_failures is an execution knob): resumes from step 2; a
+    # worker dies again once step 3 is done → FailureConfig restarts the group from the checkpoint of step 2
+    second = KillAfterCheckpoint(2, at_step=3)
+    result = run_train(config(max_failures=1), store, progress=second, log=print)
+    return SimpleNamespace(
+        store=store, s3=s3, bucket=bucket, config=config, first=first, second=second, failed=failed.value,
+        after_failure=after_failure, keys_after_failure=keys_after_failure, result=result,
+    )  # fmt: skip
+
+
+def test_killed_submission_fails_cleanly_with_its_checkpoint_in_s3(smol_s3):
+    assert smol_s3.first.killed_at is not None
+    assert "rerun the same command to resume from the checkpoint of step" in str(smol_s3.failed)
+    m = smol_s3.after_failure
+    assert m.status == "incomplete" and m.failures["by_reason"] == {"training_failed": 1}
+    keys = smol_s3.keys_after_failure
+    ckpt = "star1/train/checkpoints/smol/checkpoint_000002/"
+    assert {ckpt + f for f in ("model.pt", "optimizer.pt", "scheduler.pt", "train_state.json")} <= set(keys)
+    assert "star1/train/smol/model/config.json" not in keys  # nothing exported: unfinished never looks done
+
+
+def test_resubmission_and_worker_kill_both_resume(smol_s3):
+    m = smol_s3.result.manifest
+    assert m.status == "complete" and not smol_s3.result.skipped
+    # resumed by the resubmission, then by FailureConfig after the second kill (which hit after step 3)
+    assert m.counts["resumed_from"] == [2, 2] and m.counts["restarts"] == 1, m.counts
+    assert smol_s3.first.resumed_ok(2, 2) and smol_s3.second.killed_at == 3
+    assert _assert_counter_continues(_history(smol_s3.store, "smol"), 4) == [2]
+    assert any("earlier submission" in n for n in m.notes)
+
+
+def test_loss_goes_down_on_a_repeated_batch(smol_s3):
+    losses = [h["loss"] for h in _history(smol_s3.store, "smol") if "loss" in h]
+    assert losses[-1] < losses[0] * 0.9, losses
+    t = smol_s3.result.manifest.usage["throughput"]
+    assert t["tokens_per_s_per_worker"] > 0 and 0 < t["mfu"] < 1 and t["params"] > 130e6
+
+
+def test_manifest_records_the_recipe_and_batch_geometry(smol_s3):
+    m = smol_s3.result.manifest
+    recipe = m.params["recipe"]
+    assert (recipe["lr"], recipe["betas"], recipe["weight_decay"], recipe["schedule"]) == (
+        5e-5, [0.9, 0.95], 1e-4, "cosine",
+    )  # fmt: skip
+    assert m.params["precision"] == "fp32" and m.params["strategy"] == "ddp"
+    s = m.usage["scaling"]
+    assert (s["workers"], s["per_device_batch"], s["grad_accum"], s["effective_batch"]) == (2, 1, 1, 2)
+    assert m.counts["in"] == m.counts["out"] == 2 and m.counts["truncated"] == 0
+
+
+def test_export_is_a_loadable_hf_model_and_retention_kept_one_checkpoint(smol_s3, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    prefix = "star1/train/smol/model/"
+    for key in [
+        k for k in _keys(smol_s3) if k.startswith(prefix)
+    ]:  # one GET per file (moto is slow on ranges)
+        body = smol_s3.s3.get_object(Bucket=smol_s3.bucket, Key=key)["Body"].read()
+        (tmp_path / key[len(prefix) :]).write_bytes(body)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= names
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False
+    )
+    enc = tok(text, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**enc, max_new_tokens=4, do_sample=False)
+    assert out.shape[-1] == enc["input_ids"].shape[-1] + 4
+    ckpt = re.compile(r"star1/train/checkpoints/smol/(checkpoint_\d+)/")
+    ckpts = {m.group(1) for k in _keys(smol_s3) if (m := ckpt.match(k))}
+    assert ckpts == {"checkpoint_000004"}  # keep: 1 (the paper's max_ckpts)
+
+
+def _keys(ns: Any) -> list[str]:
+    return [o["Key"] for o in ns.s3.list_objects_v2(Bucket=ns.bucket)["Contents"]]
+
+
+def test_same_run_again_is_up_to_date_and_a_changed_one_is_refused(smol_s3):
+    again = run_train(smol_s3.config(max_failures=1), smol_s3.store, log=print)
+    assert again.skipped and again.manifest.fingerprint == smol_s3.result.manifest.fingerprint
+    with pytest.raises(TrainSetupError, match=r"already has checkpoints .* from a different config"):
+        run_train(smol_s3.config(max_failures=1, lr=2e-5), smol_s3.store, log=print)
+
+
+# ------------------------------------------------------------------ DeepSpeed ZeRO-3 on CPU
+
+
+@pytest.fixture(scope="module")
+def zero3(ray_local, tmp_path_factory):
+    model = tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
+    store = Store.from_uri(str(tmp_path_factory.mktemp("store")))
+    cfg = parse_config(
+        {
+            "run_name": "z3",
+            "store": {"uri": store.uri},
+            "train": {
+                "model": str(model),
+                "data": [str(RECORDS)],
+                "strategy": "zero3",
+                "recipe": {"effective_batch": 2, "epochs": 10, "lr": 1e-3},  # 20 steps
+                "checkpoint": {"every_steps": 5, "max_failures": 1},
+            },
+        }
+    )
+    killer = KillAfterCheckpoint(5)
+    result = run_train(cfg, store, progress=killer, log=print)
+    return SimpleNamespace(store=store, result=result, killer=killer)
+
+
+def test_zero3_resumes_from_its_sharded_checkpoint(zero3):
+    m = zero3.result.manifest
+    assert m.status == "complete" and m.params["strategy"] == "zero3"
+    resumed = m.counts["resumed_from"]
+    assert len(resumed) == 1 and zero3.killer.resumed_ok(resumed[0], 5) and m.counts["restarts"] == 1
+    assert _assert_counter_continues(_history(zero3.store, "z3"), 20) == resumed
+    root = Path(zero3.store.root) / "train/checkpoints/z3/checkpoint_000020/ds"
+    shards = sorted(p.name for p in root.iterdir())
+    assert "zero_pp_rank_0_mp_rank_00_optim_states.pt" in shards
+    assert "zero_pp_rank_1_mp_rank_00_optim_states.pt" in shards  # each worker wrote its own shard
+
+
+def test_zero3_export_gathers_the_full_model(zero3, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = Path(zero3.store.root) / "train/z3/model"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    assert sum(p.numel() for p in model.parameters()) == zero3.result.manifest.usage["throughput"]["params"]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
