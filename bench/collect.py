@@ -52,6 +52,7 @@ DUP_RATE = 0.05
 EVAL_SIZE = 500
 EVAL_PLANTED = 150
 KINDS = ("edit", "case_punct", "reorder", "synonym", "template", "combo")
+SINGLE_KINDS = KINDS[:-1]  # one rewrite each (the kinds issue 8 names); `combo` stacks them all
 SOURCES = (("A", "a.csv", 8), ("B", "b.jsonl", 7), ("C", "c.txt", 5))
 FRAMES = (  # at most 3 words: a longer shared frame would itself be a 5-gram that every prompt shares
     ("how do i", "?"),
@@ -417,6 +418,11 @@ def score(truth: dict[str, Any], rejects: list[dict[str, Any]]) -> dict[str, Any
             "planted": len(pairs),
             "found": n_found,
             "recall": round(n_found / max(1, len(pairs)), 4),
+            "recall_single_kinds": round(
+                sum(by_kind[k]["found"] for k in SINGLE_KINDS)
+                / max(1, sum(by_kind[k]["planted"] for k in SINGLE_KINDS)),
+                4,
+            ),
             "by_kind": by_kind,
             "found_by_rule": dict(rule_share),
         }
@@ -623,7 +629,8 @@ def print_result(r: dict) -> None:
     print(
         f"\n== {r['n']:,} prompts: {r['wall_s']} s, peak {r['peak_rss_gib']} GiB, "
         f"search {r['embedding_search']}; "
-        f"recall {r['pool']['recall']} (pool pairs), {r['eval']['recall']} (eval copies); "
+        f"recall {r['pool']['recall']} (pool pairs; {r['pool']['recall_single_kinds']} without combo), "
+        f"{r['eval']['recall']} (eval copies); "
         f"precision {r['precision']}; base rows dropped {r['base_rows_dropped']['dropped']} "
         f"({r['base_rows_dropped']['rate']:.3%})"
     )
@@ -692,11 +699,13 @@ def main() -> None:
             print_result(r)
         if args.baseline_n:
             baseline = dense_baseline(work / f"n{args.sizes[0]}", args.baseline_n)
-    print("\n   n        wall s  peak GiB  search  pool recall  eval recall  precision  x/doubling")
+    print(
+        "\n   n        wall s  peak GiB  search  pool recall  w/o combo  eval recall  precision  x/doubling"
+    )
     for r in results:
         print(
             f"   {r['n']:<8}{r['wall_s']:>7}{r['peak_rss_gib']:>10}  {r['embedding_search']:<6}"
-            f"{r['pool']['recall']:>13}"
+            f"{r['pool']['recall']:>13}{r['pool']['recall_single_kinds']:>11}"
             f"{r['eval']['recall']:>13}{r['precision']:>11}{r['growth_per_doubling'] or '-':>12}"
         )
     if baseline:

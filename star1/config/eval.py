@@ -17,7 +17,7 @@ class ModelConfig(Strict):
     """A model to generate with (the model under test, or a judge) and the engine that runs it.
 
     `path`: a Hugging Face id, a local folder, `s3://bucket/prefix` (downloaded to a local cache), a folder
-    in this run's store as `store:<rel>` (e.g. `store:train/model`, a `star1 train` output), or
+    in this run's store as `store:<rel>` (e.g. `store:train/<run>/model`, a `star1 train` output), or
     `builtin:smollm2`. `engine: openai` sends requests to `endpoint` (any OpenAI-compatible server) through
     star1's client (limits, retries, cache, usage) and ignores the vLLM fields.
     """
