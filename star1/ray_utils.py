@@ -42,6 +42,11 @@ def quiet_ray(folder: Path | None = None) -> None:
     _QUIET["log_dir"] = folder or log_dir()
 
 
+def quiet_log_dir() -> Path | None:
+    """The folder run logs go to when this process keeps library output off the terminal (else None)."""
+    return _QUIET["log_dir"]
+
+
 def ray_log_path() -> Path | None:
     """The log file Ray's output goes to in this process (None: Ray prints where it likes)."""
     return _ROUTED_PATH[0] if _ROUTED_PATH else None

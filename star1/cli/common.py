@@ -15,7 +15,7 @@ from star1.config import ConfigError, Star1Config, load_config
 EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_FAILED = 2, 3, 4
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="STAR-1-style safety data, on Ray.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long lines (paths) are not cut into pieces
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "data" / "demo" / "demo.yaml"
 
 ConfigOpt = Annotated[

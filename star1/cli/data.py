@@ -159,11 +159,10 @@ def pipeline(
     cfg = load(config, set_)
     results = _run_stages(stage_names(cfg), config, set_, force, accept)
     store = results["export"].store
-    console.print(f"[green]done[/green]: dataset {store.url('export/star1.json')}")
+    # stdout: one path per artifact, for scripts; the console (stderr) already named them
+    console.print(f"[green]dataset[/green]: {store.url('export/star1.json')} (card: export/README.md)")
     print(store.url("export/star1.json"))
-    print(store.url("export/README.md"))
     if "train" in results:
-        console.print(f"[green]trained[/green]: model {results['train'].url('model')}")
         print(results["train"].url("model"))
     from star1.cli.eval import pipeline_evals
 

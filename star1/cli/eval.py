@@ -145,7 +145,10 @@ def pipeline_evals(cfg: Star1Config, store: Store, force: bool = False) -> None:
     except (ConfigError, BenchmarkError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]eval error:[/red] {e}")
         raise typer.Exit(1) from None
-    report(results)
+    for r in results:  # the scorecard below shows the scores
+        colour = "green" if r.manifest.status == "complete" else "red"
+        state = "up to date" if r.skipped else r.manifest.status
+        console.print(f"[{colour}]eval {r.run_name}: {state}[/{colour}] → {r.url()}")
     _fail_if_incomplete(results)
     scorecard(cfg, store, results)
 
@@ -164,5 +167,6 @@ def scorecard(cfg: Star1Config, store: Store, results: list[EvalResult]) -> None
         reference=cfg.report.reference or results[0].run_name,
         name="pipeline",
     )
-    print(text)
-    console.print(f"[green]scorecard[/green]: {url}")
+    headline = text.split("\n### ", 1)[0].rstrip()  # the per-benchmark intervals are in the files
+    print(headline)
+    console.print(f"[green]scorecard[/green]: {url} (Markdown with confidence intervals beside it)")

@@ -57,18 +57,26 @@ def convert_gguf(out_dir: Path | None = None) -> Path:
         return out
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     src = gguf_path()
-    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.bfloat16)
-    # The weights are already dequantised; GGUF-loaded models refuse to save until the quantizer is cleared.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    print(f"local model: converting {src.name} to a Hugging Face folder (once) → {out}", file=sys.stderr)
+    hf_logging.disable_progress_bar()
+    try:
+        tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+        # GGUF dequantises fastest into float32; the saved weights are bf16
+        model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+        model = model.to(torch.bfloat16)
+        # The weights are dequantised; GGUF-loaded models refuse to save until the quantizer is cleared.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    finally:
+        hf_logging.enable_progress_bar()
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)  # atomic: a half-converted folder is never used

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 from star1.config import RoleConfig
@@ -228,6 +229,12 @@ class TaskActor:
         return {"row": [json.dumps(r, ensure_ascii=False) for r in out]}
 
 
+def _named(e: SystemicError, task: Task, cfg: RoleConfig) -> SystemicError:
+    """The error with the role, model and endpoint that caused it, for the one line the user sees."""
+    where = f"role {task.role} (model {cfg.model} at {cfg.base_url})"
+    return SystemicError("systemic", f"{where}: {e.message}", e.attempts)
+
+
 def _systemic_cause(exc: BaseException) -> SystemicError | None:
     """The SystemicError inside whatever Ray wrapped it in (task error, Ray Data's user-code error)."""
     seen: set[int] = set()
@@ -243,8 +250,11 @@ def _systemic_cause(exc: BaseException) -> SystemicError | None:
         if isinstance(e, BaseExceptionGroup):
             todo += list(e.exceptions)
     text = str(exc)
-    if "SystemicError" in text:  # the error crossed a process boundary as text only
-        return SystemicError("systemic", text.split("SystemicError:")[-1].strip()[:500], 0)
+    if "SystemicError" in text:  # the error crossed a process boundary as text only: keep its first line
+        first = text.split("SystemicError:")[-1].strip().splitlines()[0]
+        message = re.sub(r"^systemic after \d+ attempt\(s\): ", "", first)[:500]
+        attempts = re.match(r"^systemic after (\d+) attempt", first)
+        return SystemicError("systemic", message, int(attempts.group(1)) if attempts else 0)
     return None
 
 
@@ -283,7 +293,7 @@ def run_task(
             try:
                 out = await process_rows(task, rows, client)
             except* SystemicError as group:
-                raise group.exceptions[0] from None
+                raise _named(group.exceptions[0], task, cfg) from None
             finally:
                 await client.aclose()
             for r in out:
@@ -322,7 +332,7 @@ def run_task(
     except Exception as e:
         cause = _systemic_cause(e)
         if cause is not None:
-            raise cause from None
+            raise _named(cause, task, cfg) from None
         raise
     finally:
         if gate is not None:

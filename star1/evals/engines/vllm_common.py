@@ -7,7 +7,13 @@ identical token ids and the manifest can hash the exact template used.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from star1.config import ModelConfig
@@ -30,6 +36,68 @@ def vllm_env() -> dict[str, str]:
         "VLLM_CACHE_ROOT": os.environ.get("VLLM_CACHE_ROOT", str(cache_root() / "vllm")),
     }
     return env | {k: os.environ[k] for k in PASSED_ON if k in os.environ}
+
+
+_VLLM_LOG: list[Path] = []
+
+
+def quiet_vllm() -> Path | None:
+    """When the CLI keeps library output off the terminal (not `--verbose`), the file an in-process vLLM
+    engine's output goes to: its loggers (through `VLLM_LOGGING_CONFIG_PATH`, which its engine-core and
+    worker processes inherit) and, via `engine_output`, whatever they print. Its path is printed once.
+    Call before importing vllm. Returns None when output stays on the terminal."""
+    from star1.ray_utils import quiet_log_dir
+
+    if _VLLM_LOG:
+        return _VLLM_LOG[0]
+    folder = quiet_log_dir()
+    if folder is None or "VLLM_LOGGING_CONFIG_PATH" in os.environ:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / f"vllm-eval-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"}},
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(log), "formatter": "plain"}},
+        "loggers": {"vllm": {"handlers": ["file"], "level": "INFO", "propagate": False}},
+    }
+    path = log.with_suffix(".json")
+    path.write_text(json.dumps(config))
+    os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(path)
+    _VLLM_LOG.append(log)
+    print(f"vLLM's output goes to {log} (--verbose shows it here)", file=sys.stderr)
+    return log
+
+
+@contextlib.contextmanager
+def engine_output(log: Path | None) -> Iterator[None]:
+    """While an engine starts, send this process's stdout/stderr (file descriptors 1 and 2, and the Python
+    streams) to `log`: the processes it spawns inherit them, so their prints, warnings and progress bars
+    land there too. A no-op when `log` is None."""
+    if log is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_fds = os.dup(1), os.dup(2)
+    saved_streams = sys.stdout, sys.stderr
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    stream = open(log, "a", encoding="utf-8", buffering=1)  # closed below
+    sys.stdout = sys.stderr = stream
+    try:
+        yield
+    finally:
+        stream.flush()
+        sys.stdout, sys.stderr = saved_streams
+        stream.close()
+        os.dup2(saved_fds[0], 1)
+        os.dup2(saved_fds[1], 2)
+        for x in saved_fds:
+            os.close(x)
 
 
 def on_cpu() -> bool:

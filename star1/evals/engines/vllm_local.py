@@ -16,7 +16,9 @@ from star1.evals.engines.vllm_common import (
     PromptRenderer,
     describe,
     engine_kwargs,
+    engine_output,
     on_cpu,
+    quiet_vllm,
     vllm_env,
 )
 
@@ -34,13 +36,15 @@ class VLLMLocalEngine:
     def __init__(self, cfg: ModelConfig, model: ResolvedModel, batch: int = 256) -> None:
         for k, v in vllm_env().items():
             os.environ.setdefault(k, v)
-        from vllm import LLM
-
+        log = quiet_vllm()
         self.cfg, self.model, self.batch = cfg, model, batch
         self.renderer = PromptRenderer(cfg, model)
-        self.cpu = on_cpu()
-        self.kwargs = engine_kwargs(cfg, self.cpu)
-        self.llm: Any = LLM(model=str(model.local_dir or model.source), **self.kwargs)
+        with engine_output(log):
+            from vllm import LLM
+
+            self.cpu = on_cpu()
+            self.kwargs = engine_kwargs(cfg, self.cpu)
+            self.llm: Any = LLM(model=str(model.local_dir or model.source), **self.kwargs)
 
     def describe(self) -> dict[str, Any]:
         return {
