@@ -8,8 +8,10 @@ waits for `/health`, and stops it (the whole process group) when done.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -64,8 +66,10 @@ def convert_gguf(out_dir: Path | None = None) -> Path:
     hf_logging.disable_progress_bar()
     try:
         tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-        # GGUF dequantises fastest into float32; the saved weights are bf16
-        model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+        # GGUF dequantises fastest into float32 (the saved weights are bf16); its reader draws a tqdm bar
+        # of its own on sys.stderr, kept off the terminal (failures still surface as exceptions)
+        with contextlib.redirect_stderr(io.StringIO()):
+            model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
         model = model.to(torch.bfloat16)
         # The weights are dequantised; GGUF-loaded models refuse to save until the quantizer is cleared.
         model.hf_quantizer = None
