@@ -118,7 +118,7 @@ class EmbeddingSearchConfig(Strict):
     method: Literal["auto", "exact", "ivf"] = "auto"
     exact_max_rows: int = Field(250_000, gt=0, description="auto: largest pool searched exactly")
     nlist: int | None = Field(None, gt=0, description="ivf cells; default ≈ 4·√rows")
-    nprobe: int = Field(64, gt=0, description="ivf cells scanned per row")
+    nprobe: int = Field(128, gt=0, description="ivf cells scanned per row (pair recall 0.9955 at 200K)")
 
 
 class CollectConfig(Strict):

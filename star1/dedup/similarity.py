@@ -156,7 +156,7 @@ def ivf_pairs(
     index: np.ndarray,
     t: float,
     nlist: int | None = None,
-    nprobe: int = 64,
+    nprobe: int = 128,
     block_rows: int = 16384,
     upper_only: bool = False,
     seed: int = 1234,
