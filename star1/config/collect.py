@@ -64,6 +64,13 @@ class HFLoader(Strict):
 Loader = Annotated[FileLoader | HFLoader, Field(discriminator="kind")]
 
 
+def default_loader_kind(v: Any) -> Any:
+    """A loader given without `kind`: `hf` when it names a hub `path` (and no `uri`), else `file`."""
+    if isinstance(v, dict) and "kind" not in v:
+        return {**v, "kind": "hf" if "path" in v and "uri" not in v else "file"}
+    return v
+
+
 class SourceSpec(Strict):
     """One prompt source: where it loads from, which column holds the prompt, which rows to keep."""
 
@@ -79,9 +86,7 @@ class SourceSpec(Strict):
     @field_validator("loader", mode="before")
     @classmethod
     def _default_kind(cls, v: Any) -> Any:
-        if isinstance(v, dict) and "kind" not in v:
-            return {**v, "kind": "hf" if "path" in v and "uri" not in v else "file"}
-        return v
+        return default_loader_kind(v)
 
     @model_validator(mode="after")
     def _prompt_column_needed(self) -> SourceSpec:

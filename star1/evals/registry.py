@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from star1.config import ConfigError, Loader, RowFilter, SampleSpec, Strict, load_yaml
+from star1.config.collect import default_loader_kind
 
 BUILTIN = Path(__file__).with_name("benchmarks.yaml")
 GROUPS = ("paper", "safety", "overrefusal", "reasoning", "all")
@@ -51,9 +52,7 @@ class BenchmarkSpec(Strict):
     @field_validator("loader", mode="before")
     @classmethod
     def _default_kind(cls, v: Any) -> Any:
-        if isinstance(v, dict) and "kind" not in v:
-            return {**v, "kind": "hf" if "path" in v and "uri" not in v else "file"}
-        return v
+        return default_loader_kind(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> BenchmarkSpec:
