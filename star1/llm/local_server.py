@@ -62,6 +62,8 @@ def convert_gguf(out_dir: Path | None = None) -> Path:
     from transformers.utils import logging as hf_logging
 
     src = gguf_path()
+    if not torch.cuda.is_available():  # what DeepSpeed would detect, without its one-line warning saying so
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     print(f"local model: converting {src.name} to a Hugging Face folder (once) → {out}", file=sys.stderr)
     hf_logging.disable_progress_bar()
     try:
