@@ -43,7 +43,8 @@ def test_conversion_prints_one_line_and_writes_a_bf16_folder_with_chat_template(
     config = json.loads((out / "config.json").read_text())
     assert config.get("torch_dtype", config.get("dtype")) == "bfloat16"
     assert "quantization_config" not in config
-    assert "{%" in json.loads((out / "tokenizer_config.json").read_text()).get("chat_template", "") or (
-        out / "chat_template.jinja"
-    ).exists()
+    assert (
+        "{%" in json.loads((out / "tokenizer_config.json").read_text()).get("chat_template", "")
+        or (out / "chat_template.jinja").exists()
+    )
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
