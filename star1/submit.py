@@ -14,6 +14,7 @@ import re
 import secrets
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -127,11 +128,7 @@ def submit_ray(
         say(f"follow it: ray job logs --address {address} --follow {job_id}")
         return OK
     try:
-        try:
-            asyncio.run(_tail(client, job_id, out))
-        except RuntimeError as e:  # the log stream broke; the job goes on: wait for its end
-            say(f"log stream of {job_id} ended early ({e}); waiting for the job to finish")
-        info = _wait_terminal(client, job_id)
+        info = _follow(client, job_id, out, say)
     except KeyboardInterrupt:
         say(f"interrupted: stopping {job_id}")
         client.stop_job(job_id)
@@ -176,6 +173,35 @@ def submit_k8s(
         return INTERRUPTED
     say(f"rayjob/{name}: {'SUCCEEDED' if ok else 'did not succeed'} — {state}")
     return OK if ok else FAILED
+
+
+def _follow(client: Any, job_id: str, out: Any, say: Callable[[str], None], drain: float = 15.0) -> Any:
+    """Stream the job's logs to `out` until the job ends; return its final info.
+
+    The log stream runs on its own event loop in a daemon thread, and this (main) thread only waits and
+    polls the job's status. Ctrl-C therefore always lands here as KeyboardInterrupt: under `asyncio.run`
+    the first Ctrl-C only cancels the stream's task, and a websocket read that absorbs the cancellation
+    lost it. After the job ends the stream gets `drain` seconds to deliver its last lines."""
+    failure: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            asyncio.run(_tail(client, job_id, out))
+        except Exception as e:  # the log stream broke; the job goes on
+            failure.append(e)
+
+    tail = threading.Thread(target=stream, name=f"logs-{job_id}", daemon=True)
+    tail.start()
+    ended_at = None
+    while tail.is_alive():
+        tail.join(0.5)
+        if ended_at is None and client.get_job_info(job_id).status.is_terminal():
+            ended_at = time.monotonic()
+        if ended_at is not None and time.monotonic() - ended_at > drain:
+            break
+    if failure:
+        say(f"log stream of {job_id} ended early ({failure[0]}); waiting for the job to finish")
+    return _wait_terminal(client, job_id)
 
 
 async def _tail(client: Any, job_id: str, out: Any) -> None:
