@@ -83,7 +83,15 @@ def run(tmp_path: Path, monkeypatch):
     return go
 
 
-def test_ctrl_c_stops_the_job_even_when_the_log_stream_absorbs_cancellation(run):
+@pytest.fixture
+def ctrl_c_enabled():
+    """Python's own Ctrl-C handler, even when this process inherited SIGINT ignored (a shell's `cmd &`)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_ctrl_c_stops_the_job_even_when_the_log_stream_absorbs_cancellation(run, ctrl_c_enabled):
     jobs = FakeJobs(["started\n"], stubborn=True, end_after=20.0)
 
     def interrupt() -> None:

@@ -196,6 +196,8 @@ def test_ctrl_c_stops_the_job(ray_head, tmp_path):
         [sys.executable, "-m", "star1", "submit", "ray", "--address", url,
          "tests/fixtures/submit/sleeper.py", "--logs-to", str(runs)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a terminal's Ctrl-C: SIGINT at its default even if this run inherited it ignored (`cmd &`)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert proc.stdout is not None
     for line in proc.stdout:
