@@ -180,8 +180,8 @@ def _follow(client: Any, job_id: str, out: Any, say: Callable[[str], None], drai
 
     The log stream runs on its own event loop in a daemon thread, and this (main) thread only waits and
     polls the job's status. Ctrl-C therefore always lands here as KeyboardInterrupt: under `asyncio.run`
-    the first Ctrl-C only cancels the stream's task, and a websocket read that absorbs the cancellation
-    lost it. After the job ends the stream gets `drain` seconds to deliver its last lines."""
+    the first Ctrl-C only cancels the stream's task, and a stream that absorbed the cancellation would
+    lose it. After the job ends the stream gets `drain` seconds to deliver its last lines."""
     failure: list[BaseException] = []
 
     def stream() -> None:
