@@ -41,7 +41,10 @@ COPY jobs ./jobs
 RUN pip install --no-deps -c constraints.txt . && python -m star1 version
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS cpu
-RUN groupadd --gid 1000 star1 && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash star1
+# bubblewrap: OS isolation for generated code (star1/evals/sandbox); it needs unprivileged user namespaces,
+# which many clusters deny to pods: there the chart's sandbox worker group is the boundary instead.
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 1000 star1 && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash star1
 COPY --from=cpu-build /opt/star1 /opt/star1
 ENV PATH=/opt/star1/venv/bin:$PATH VIRTUAL_ENV=/opt/star1/venv \
     PYTHONUNBUFFERED=1 HF_HUB_DISABLE_TELEMETRY=1 XDG_CACHE_HOME=/home/star1/.cache
@@ -84,7 +87,8 @@ RUN pip install --no-deps -c constraints.txt . && python -m star1 version
 
 FROM nvidia/cuda:${CUDA_VERSION}-base-${UBUNTU} AS gpu
 # Ubuntu images ship a user `ubuntu` with uid 1000; star1 takes that uid.
-RUN userdel --remove ubuntu 2>/dev/null || true \
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/* \
+ && (userdel --remove ubuntu 2>/dev/null || true) \
  && groupadd --gid 1000 star1 && useradd --uid 1000 --gid 1000 --create-home --shell /bin/bash star1
 COPY --from=gpu-build /opt/python /opt/python
 COPY --from=gpu-build /opt/star1 /opt/star1

@@ -36,5 +36,15 @@ if [[ ",$EXTRAS," == *",cpu,"* ]]; then
   # need none of them.
   "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec >>"$log" 2>&1 || true
 fi
+# bubblewrap: the OS isolation generated code runs behind (star1/evals/sandbox). Installed where we may; else
+# code benchmarks refuse to run until it is (or eval.sandbox.unsafe_allow_no_isolation is set).
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; } >>"$log" 2>&1 \
+      || echo "setup: could not install bubblewrap (see $log); code benchmarks will refuse to run" >&2
+  else
+    echo "setup: bubblewrap is not installed; code benchmarks (HumanEval) need it: apt-get install bubblewrap" >&2
+  fi
+fi
 echo "$want" > "$stamp"
 echo "setup: $VENV ready ($("$VENV/bin/python" -c 'import star1; print("star1", star1.__version__)'))"

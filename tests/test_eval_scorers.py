@@ -5,22 +5,17 @@ pass; sockets, forks, writes outside, endless loops are stopped and failed)."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
 import random
 import threading
-import uuid
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from star1.evals.sandbox import run_program
 from star1.evals.scorers import llama_guard, refusal
 from star1.evals.scorers.choice import extract_letter, score_choice
-from star1.evals.scorers.code import CodeJob, CodeScorer, extract_code, program
 from star1.evals.scorers.common import final_answer
 from star1.evals.scorers.math_answer import MathJob, MathScorer, extract, last_boxed
 from tests.conftest import SHARED
@@ -255,97 +250,3 @@ def test_choice_scoring_outcomes():
     assert score_choice("", "B").verdict == "empty_output"
     assert score_choice("hmm", "B").verdict == "no_answer"
     assert score_choice("Answer: B", None).score is None
-
-
-# ------------------------------------------------------------------------------------------ code sandbox
-
-ADD = {"prompt": 'def add(a, b):\n    """Add two numbers."""\n', "entry_point": "add",
-       "test": "def check(c):\n    assert c(2, 3) == 5\n"}  # fmt: skip
-
-
-def _attack(body: str) -> str:
-    return f"```python\ndef add(a, b):\n{body}\n    return a + b\n```"
-
-
-def test_code_extraction():
-    out = "<think>try def add</think>Here:\n```python\nimport math\n\ndef add(a, b):\n    return a + b\n```"
-    assert "return a + b" in extract_code(out, "add")
-    assert extract_code("no code here", "add") is None
-
-
-def test_sandbox_passes_good_code_and_fails_wrong_code():
-    s = CodeScorer(workers=2, timeout_s=5)
-    good, wrong = s.score(
-        [CodeJob(_attack("    pass"), ADD), CodeJob("```python\ndef add(a, b):\n    return a - b\n```", ADD)]
-    )
-    assert good.verdict == "passed" and good.score == 1.0
-    assert wrong.verdict == "failed" and wrong.score == 0.0 and "AssertionError" in wrong.judge_output
-
-
-def test_sandbox_stops_malicious_solutions(tmp_path):
-    outside = Path("/tmp") / f"star1-escape-{uuid.uuid4().hex}"
-    attacks = {
-        "socket": "    import socket\n    socket.create_connection(('127.0.0.1', 9))",
-        "socket_caught": (
-            "    try:\n        import socket\n        socket.socket()\n    except Exception:\n        pass"
-        ),
-        "fork": "    import os\n    os.fork()",
-        "subprocess": "    import subprocess\n    subprocess.run(['true'])",
-        "write_outside": f"    open({str(outside)!r}, 'w').write('pwned')",
-        "delete_outside": f"    import os\n    os.remove({str(tmp_path / 'x')!r})",
-        "ctypes": "    import ctypes\n    ctypes.CDLL(None).fork()",
-        "loop": "    while True:\n        pass",
-        "memory": "    x = bytearray(4 * 1024 ** 3)",
-    }
-    (tmp_path / "x").write_text("keep me")
-    s = CodeScorer(workers=2, timeout_s=3, memory_mb=512)
-    verdicts = dict(zip(attacks, s.score([CodeJob(_attack(b), ADD) for b in attacks.values()]), strict=True))
-    for name, v in verdicts.items():
-        assert v.score == 0.0, (name, v)
-        assert v.verdict != "passed", name
-    for name in (
-        "socket",
-        "socket_caught",
-        "fork",
-        "subprocess",
-        "write_outside",
-        "delete_outside",
-        "ctypes",
-    ):
-        assert verdicts[name].verdict == "blocked", (name, verdicts[name])
-    assert verdicts["loop"].verdict == "timeout"
-    assert verdicts["memory"].verdict in ("memory", "failed")
-    assert not outside.exists() and (tmp_path / "x").read_text() == "keep me"
-
-
-def test_sandbox_layers_and_private_workdir():
-    r = run_program("import os\nopen('f.txt', 'w').write('ok')\nassert open('f.txt').read() == 'ok'\n")
-    assert r.passed and {"rlimits", "audit_hook"} <= set(r.layers)
-
-
-def _humaneval_rows():
-    path = BENCH / "humaneval" / "HumanEval.jsonl.gz"
-    if path.exists():
-        return [
-            json.loads(ln) for ln in gzip.decompress(path.read_bytes()).decode().splitlines() if ln.strip()
-        ]
-    return [json.loads(ln) for ln in (DATA / "code.jsonl").read_text().splitlines()]
-
-
-def test_humaneval_canonical_solutions_pass_in_the_sandbox():
-    rows = _humaneval_rows()
-    jobs = [CodeJob(f"```python\n{r['prompt']}{r['canonical_solution']}```", r) for r in rows]
-    v = CodeScorer(workers=2, timeout_s=10).score(jobs)
-    bad = [
-        (r["task_id"], x.verdict, (x.judge_output or "")[-200:])
-        for r, x in zip(rows, v, strict=True)
-        if x.score != 1.0
-    ]
-    print(f"HumanEval canonical: {len(rows) - len(bad)}/{len(rows)} pass")
-    assert not bad
-    assert Counter(x.verdict for x in v) == {"passed": len(rows)}
-
-
-def test_program_layout():
-    p = program("def f():\n", "def f():\n    return 1\n", "def check(c):\n    assert c() == 1\n", "f")
-    assert p.rstrip().endswith("check(f)")

@@ -97,12 +97,30 @@ class MathConfig(Strict):
 
 
 class SandboxConfig(Strict):
-    """HumanEval execution limits (paper: 3 s per problem)."""
+    """Running generated code (HumanEval): OS isolation and limits (paper: 3 s per problem)."""
 
     timeout_s: float = Field(3.0, gt=0, description="wall clock per program")
     cpu_s: int = Field(5, ge=1, description="RLIMIT_CPU")
     memory_mb: int = Field(1024, ge=64, description="RLIMIT_AS")
+    disk_mb: int = Field(64, ge=1, description="size of the program's writable tmpfs (bubblewrap)")
+    output_kb: int = Field(1024, ge=1, description="stdout + stderr cap; a program printing more is killed")
     workers: int = Field(2, ge=1)
+    isolation: Literal["auto", "bubblewrap", "pod"] = Field(
+        "auto",
+        description="auto: bubblewrap where it works, else the chart's sandbox pod (STAR1_SANDBOX_POD=1); "
+        "no isolation at all is refused unless unsafe_allow_no_isolation is set",
+    )
+    unsafe_allow_no_isolation: bool = Field(
+        False,
+        description="run generated code with only seccomp, rlimits and an audit hook when no OS isolation "
+        "is available: it can then read this machine's files and other processes' environments. Throwaway "
+        "machines only; the manifest and the scorecard say so",
+    )
+    ray_resource: str | None = Field(
+        None,
+        description="run the programs as Ray tasks that need this custom resource (the chart's sandbox "
+        "worker group advertises `star1_sandbox`), so code never runs on the driver or GPU pods",
+    )
 
 
 class PipelineEvalConfig(Strict):

@@ -26,6 +26,7 @@ from star1.evals.metrics import summarize
 from star1.evals.profiles import samples_per_item, sampling_for
 from star1.evals.registry import BenchmarkSpec, resolve
 from star1.evals.results import SAMPLE, BenchmarkSummary, RunSummary, samples_path, summary_path
+from star1.evals.sandbox import Isolation, Limits, detect
 from star1.evals.scorers.choice import score_choice
 from star1.evals.scorers.code import CodeJob, CodeScorer
 from star1.evals.scorers.common import Verdict, final_answer
@@ -131,6 +132,22 @@ class _Run:
         self.guard = ModelHandle(self.ev.guard.model, store) if "safety" in kinds else None
         ref = self.ev.refusal.model
         self.refusal_handle = ModelHandle(ref, store) if ref is not None and "overrefusal" in kinds else None
+        self.isolation = self._isolation() if any(b.spec.scorer == "code" for b in self.benches) else None
+
+    def _isolation(self) -> Isolation:
+        """Where generated code will run, settled before anything is generated (IsolationError if nowhere)."""
+        sb = self.ev.sandbox
+        iso = detect(sb.unsafe_allow_no_isolation, sb.isolation)
+        if iso.kind == "none":
+            self.log(
+                "WARNING: generated code runs WITHOUT OS isolation "
+                f"(eval.sandbox.unsafe_allow_no_isolation): {iso.detail}"
+            )
+        return iso
+
+    def limits(self) -> Limits:
+        sb = self.ev.sandbox
+        return Limits(sb.timeout_s, sb.cpu_s, sb.memory_mb, sb.disk_mb, sb.output_kb * 1024)
 
     # ------------------------------------------------------------------ what the manifest records
 
@@ -163,7 +180,8 @@ class _Run:
         if any(b.spec.scorer == "math" for b in self.benches):
             p["math"] = self.ev.math.model_dump(mode="json")
         if any(b.spec.scorer == "code" for b in self.benches):
-            p["sandbox"] = self.ev.sandbox.model_dump(mode="json")
+            assert self.isolation is not None
+            p["sandbox"] = {**self.ev.sandbox.model_dump(mode="json"), **self.isolation.describe()}
         return p
 
     def inputs(self) -> list[dict[str, Any]]:
@@ -288,8 +306,8 @@ class _Run:
                 for r in rs:
                     _apply(r, score_choice(r["output"], r["_gold"], n_opt))
             elif spec.scorer == "code":
-                sb = self.ev.sandbox
-                code = CodeScorer(sb.workers, sb.timeout_s, sb.cpu_s, sb.memory_mb)
+                assert self.isolation is not None
+                code = CodeScorer(self.isolation, self.limits(), self.ev.sandbox.workers)
                 for r, v in zip(rs, code.score([CodeJob(r["output"], r["_meta"]) for r in rs]), strict=True):
                     _apply(r, v)
         self.timings["score_s"] = round(time.time() - t0, 2)
@@ -310,6 +328,8 @@ class _Run:
             g = self.ev.guard
             v["judge"] = f"{self.guard.cfg.label}#{(self.guard.describe().get('model_hash') or '')[:12]}"
             v["judge_format"] = f"{g.format}:{'with' if g.include_reasoning else 'without'}_reasoning"
+        if spec.scorer == "code" and self.isolation is not None:
+            v["sandbox"] = self.isolation.kind
         if spec.kind == "overrefusal":
             v["judge"] = self.refusal_handle.cfg.label if self.refusal_handle else "strmatch+xstest_fallback"
         return v

