@@ -63,7 +63,14 @@ def ray_local(s3_server):
     """A local Ray cluster started after the S3 env is set, so workers inherit it."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # `star1_sandbox`: the custom resource of the chart's code sandbox worker group
+    ray.init(
+        address="local",
+        num_cpus=2,
+        resources={"star1_sandbox": 2},
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     yield ray
     ray.shutdown()
 

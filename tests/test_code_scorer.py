@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from star1.evals.sandbox import IsolationError, Limits, detect
+from star1.evals.sandbox.remote import RemoteSandbox
 from star1.evals.scorers.code import CodeJob, CodeScorer, extract_code, program
 from tests.conftest import SHARED
 
@@ -125,3 +126,21 @@ def test_humaneval_canonical_solutions_pass_and_early_exits_fail() -> None:
         ]
     )
     assert not [v for v in wrong if v.verdict == "passed"]
+
+
+@pytest.mark.slow
+def test_programs_run_as_ray_tasks_on_the_sandbox_resource(ray_local) -> None:
+    """With eval.sandbox.ray_resource the driver runs no generated code: each batch is a task that needs the
+    resource, and it finds its own node's isolation."""
+    remote = RemoteSandbox("star1_sandbox", allow_none=False, want="auto", batch=2)
+    iso = remote.probe(wait_s=120)
+    assert iso.kind == ISO.kind and "resource star1_sandbox" in iso.detail
+    jobs = [CodeJob(fenced(c), ADD) for c in (RIGHT, WRONG, WRONG + "import sys\nsys.exit(0)\n", RIGHT)]
+    verdicts = CodeScorer(iso, Limits(), workers=1, remote=remote).score(jobs)
+    assert [v.verdict for v in verdicts] == ["passed", "failed", "failed", "passed"]
+
+
+@pytest.mark.slow
+def test_no_sandbox_node_is_a_clear_error(ray_local) -> None:
+    with pytest.raises(RuntimeError, match="no Ray node with the resource 'star1_nowhere'"):
+        RemoteSandbox("star1_nowhere", allow_none=False, want="auto").probe(wait_s=3)

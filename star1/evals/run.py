@@ -27,6 +27,7 @@ from star1.evals.profiles import samples_per_item, sampling_for
 from star1.evals.registry import BenchmarkSpec, resolve
 from star1.evals.results import SAMPLE, BenchmarkSummary, RunSummary, samples_path, summary_path
 from star1.evals.sandbox import Isolation, Limits, detect
+from star1.evals.sandbox.remote import RemoteSandbox
 from star1.evals.scorers.choice import score_choice
 from star1.evals.scorers.code import CodeJob, CodeScorer
 from star1.evals.scorers.common import Verdict, final_answer
@@ -132,12 +133,17 @@ class _Run:
         self.guard = ModelHandle(self.ev.guard.model, store) if "safety" in kinds else None
         ref = self.ev.refusal.model
         self.refusal_handle = ModelHandle(ref, store) if ref is not None and "overrefusal" in kinds else None
+        self.remote: RemoteSandbox | None = None
         self.isolation = self._isolation() if any(b.spec.scorer == "code" for b in self.benches) else None
 
     def _isolation(self) -> Isolation:
         """Where generated code will run, settled before anything is generated (IsolationError if nowhere)."""
         sb = self.ev.sandbox
-        iso = detect(sb.unsafe_allow_no_isolation, sb.isolation)
+        if sb.ray_resource:
+            self.remote = RemoteSandbox(sb.ray_resource, sb.unsafe_allow_no_isolation, sb.isolation)
+            iso = self.remote.probe()
+        else:
+            iso = detect(sb.unsafe_allow_no_isolation, sb.isolation)
         if iso.kind == "none":
             self.log(
                 "WARNING: generated code runs WITHOUT OS isolation "
@@ -307,7 +313,7 @@ class _Run:
                     _apply(r, score_choice(r["output"], r["_gold"], n_opt))
             elif spec.scorer == "code":
                 assert self.isolation is not None
-                code = CodeScorer(self.isolation, self.limits(), self.ev.sandbox.workers)
+                code = CodeScorer(self.isolation, self.limits(), self.ev.sandbox.workers, self.remote)
                 for r, v in zip(rs, code.score([CodeJob(r["output"], r["_meta"]) for r in rs]), strict=True):
                     _apply(r, v)
         self.timings["score_s"] = round(time.time() - t0, 2)

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from star1.evals.sandbox import Isolation, Limits, run_program
+from star1.evals.sandbox import Isolation, Limits, SandboxResult, run_program
+from star1.evals.sandbox.remote import RemoteSandbox
 from star1.evals.scorers.common import Verdict, final_answer
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
@@ -49,12 +50,21 @@ class CodeJob:
 
 
 class CodeScorer:
-    """Score code jobs in `workers` threads, each program in the sandbox under `isolation`."""
+    """Score code jobs: each program in the sandbox under `isolation`, in `workers` threads here, or as Ray
+    tasks on the sandbox nodes when `remote` is given."""
 
-    def __init__(self, isolation: Isolation, limits: Limits | None = None, workers: int = 2) -> None:
+    def __init__(
+        self,
+        isolation: Isolation,
+        limits: Limits | None = None,
+        workers: int = 2,
+        remote: RemoteSandbox | None = None,
+    ) -> None:
         self.isolation, self.limits, self.workers = isolation, limits or Limits(), workers
+        self.remote = remote
 
-    def _one(self, job: CodeJob) -> Verdict:
+    def _prepare(self, job: CodeJob) -> Verdict | tuple[str, str]:
+        """A verdict when there is nothing to run, else (code, program)."""
         meta = job.meta
         for k in ("prompt", "test", "entry_point"):
             if not meta.get(k):
@@ -64,15 +74,24 @@ class CodeScorer:
         code = extract_code(job.output, meta["entry_point"])
         if code is None:
             return Verdict("no_code", 0.0)
-        res = run_program(
-            program(meta["prompt"], code, meta["test"], meta["entry_point"]), self.limits, self.isolation
-        )
-        if res.passed:
-            return Verdict("passed", 1.0, code)
-        if res.status == "error":  # the sandbox itself failed: not the model's fault, never a silent 0
-            return Verdict("sandbox_error", None, code, error=res.detail[-500:])
-        return Verdict(res.status, 0.0, code, judge_output=res.detail[-500:])
+        return code, program(meta["prompt"], code, meta["test"], meta["entry_point"])
 
     def score(self, jobs: list[CodeJob]) -> list[Verdict]:
-        with ThreadPoolExecutor(self.workers) as pool:
-            return list(pool.map(self._one, jobs))
+        prepared = [self._prepare(j) for j in jobs]
+        todo = [p for p in prepared if isinstance(p, tuple)]
+        programs = [prog for _, prog in todo]
+        if self.remote is not None:
+            results = iter(self.remote.run(programs, self.limits, self.workers))
+        else:
+            with ThreadPoolExecutor(self.workers) as pool:
+                done = list(pool.map(lambda c: run_program(c, self.limits, self.isolation), programs))
+            results = iter(done)
+        return [p if isinstance(p, Verdict) else _verdict(p[0], next(results)) for p in prepared]
+
+
+def _verdict(code: str, res: SandboxResult) -> Verdict:
+    if res.passed:
+        return Verdict("passed", 1.0, code)
+    if res.status == "error":  # the sandbox itself failed: not the model's fault, never a silent 0
+        return Verdict("sandbox_error", None, code, error=res.detail[-500:])
+    return Verdict(res.status, 0.0, code, judge_output=res.detail[-500:])
