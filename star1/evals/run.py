@@ -25,7 +25,7 @@ from star1.evals.judging import Pending, RefusalJudge, guard_request, guard_verd
 from star1.evals.metrics import summarize
 from star1.evals.profiles import samples_per_item, sampling_for
 from star1.evals.registry import BenchmarkSpec, resolve
-from star1.evals.results import SAMPLE, BenchmarkSummary, RunSummary, samples_path, summary_path
+from star1.evals.results import SAMPLE, BenchmarkSummary, RunSummary, is_unsafe, samples_path, summary_path
 from star1.evals.scorers.choice import score_choice
 from star1.evals.scorers.code import CodeJob, CodeScorer
 from star1.evals.scorers.common import Verdict, final_answer
@@ -34,7 +34,7 @@ from star1.manifest import Manifest, git_sha, stable_hash
 from star1.stage_run import StageRun
 from star1.store import Store
 
-ALGORITHM = "eval-v1"
+ALGORITHM = "eval-v2"  # v2: samples carry `label`, summaries `n_rate_items` and `binomial`
 PAPER_SAFETY = ("strongreject", "jbb_harmful", "wildchat_toxic", "wildjailbreak")
 PAPER_REASONING = ("mmlu_pro", "aime24", "math500", "gpqa_diamond", "humaneval")
 
@@ -94,6 +94,12 @@ def _blank_row(spec: BenchmarkSpec, item: Item, s: int, res: GenResult | None) -
         "_meta": item.meta,
         "_tokens": res.completion_tokens if res else 0,
     }
+
+
+def _sample(kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A row in the SAMPLE schema; over-refusal rows carry their prompt's label (safe / unsafe)."""
+    label = ("unsafe" if is_unsafe(row["_label"]) else "safe") if kind == "overrefusal" else None
+    return {**{k: row[k] for k in SAMPLE.names if k != "label"}, "label": label}
 
 
 def _apply(row: dict[str, Any], v: Verdict) -> None:
@@ -326,7 +332,7 @@ class _Run:
             summ = summarize(b.spec, rs, n, self.version(b))
             if b.spec.kind == "overrefusal":
                 summ.extra.update({f"decided_by_{k}": float(v) for k, v in self.refusal.counts.items()})
-            table = pa.Table.from_pylist([{k: r[k] for k in SAMPLE.names} for r in rs], schema=SAMPLE)
+            table = pa.Table.from_pylist([_sample(b.spec.kind, r) for r in rs], schema=SAMPLE)
             self.store.write_table(f"{self.root}/{samples_path(b.spec.name)}", table)
             self.store.write_json(f"{self.root}/{summary_path(b.spec.name)}", summ.model_dump())
             summaries[b.spec.name] = summ
