@@ -331,7 +331,8 @@ class _Run:
             rs = rows[b.spec.name]
             summ = summarize(b.spec, rs, n, self.version(b))
             if b.spec.kind == "overrefusal":
-                summ.extra.update({f"decided_by_{k}": float(v) for k, v in self.refusal.counts.items()})
+                decided = self.refusal.decided_by(b.spec.name)
+                summ.extra.update({f"decided_by_{k}": float(v) for k, v in decided.items()})
             table = pa.Table.from_pylist([_sample(b.spec.kind, r) for r in rs], schema=SAMPLE)
             self.store.write_table(f"{self.root}/{samples_path(b.spec.name)}", table)
             self.store.write_json(f"{self.root}/{summary_path(b.spec.name)}", summ.model_dump())
