@@ -46,6 +46,13 @@ def item_means(
     return {k: sum(v) / len(v) for k, v in item_values(rows, value).items()}
 
 
+def no_value_reason(spec: BenchmarkSpec, rows: list[dict[str, Any]], metric: str) -> str:
+    """Why a benchmark's headline value could not be computed (it is NaN)."""
+    if spec.kind == "overrefusal" and all(is_unsafe(r.get("_label")) for r in rows):
+        return f"{spec.name}: no safe prompts to compute {metric} over"
+    return f"{spec.name}: no scored sample to compute {metric} over"
+
+
 def _pct(x: float) -> float:
     return round(100.0 * x, 4) if not math.isnan(x) else float("nan")
 

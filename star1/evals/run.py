@@ -22,7 +22,7 @@ from star1.evals.engines import EnginePool, GenRequest, GenResult, ModelHandle
 from star1.evals.generations import ChunkStore, run_pass
 from star1.evals.items import Item, LoadedBenchmark, load_benchmark
 from star1.evals.judging import Pending, RefusalJudge, guard_request, guard_verdict
-from star1.evals.metrics import summarize
+from star1.evals.metrics import no_value_reason, summarize
 from star1.evals.profiles import samples_per_item, sampling_for
 from star1.evals.registry import BenchmarkSpec, resolve
 from star1.evals.results import SAMPLE, BenchmarkSummary, RunSummary, is_unsafe, samples_path, summary_path
@@ -133,6 +133,9 @@ class _Run:
             load_benchmark(s, base, self.ev.limit, store_opts) for s in specs
         ]
         self.timings["load_s"] = round(time.time() - t0, 2)
+        self.warnings = [w for w in (b.count_warning() for b in self.benches) if w]
+        for w in self.warnings:
+            log(f"warning: {w}")
         kinds = {b.spec.kind for b in self.benches}
         self.guard = ModelHandle(self.ev.guard.model, store) if "safety" in kinds else None
         ref = self.ev.refusal.model
@@ -326,7 +329,7 @@ class _Run:
         n = samples_per_item(self.ev)
         summaries: dict[str, BenchmarkSummary] = {}
         counts: dict[str, Any] = {}
-        failures: dict[str, Any] = {"by_reason": {}, "benchmarks": {}}
+        failures: dict[str, Any] = {"by_reason": {}, "benchmarks": {}, "reasons": []}
         for b in self.benches:
             rs = rows[b.spec.name]
             summ = summarize(b.spec, rs, n, self.version(b))
@@ -340,14 +343,16 @@ class _Run:
             counts[b.spec.name] = {
                 "read": b.read,
                 "items": len(b.items),
+                "expected_items": b.spec.expected_items,
                 "samples": len(rs),
                 "unscored": summ.unscored,
                 "dropped": dict(b.dropped),
                 "completion_tokens": sum(r["_tokens"] for r in rs),
             }
             gen_failed = sum(r["verdict"] == "generation_failed" for r in rs)
-            frac = summ.unscored / len(rs) if rs else 1.0
-            if gen_failed or frac > self.ev.max_unscored or math.isnan(summ.value):
+            reasons = self._incomplete(b.spec, rs, summ, gen_failed)
+            if reasons:
+                failures["reasons"] += reasons
                 failures["benchmarks"][b.spec.name] = {
                     "unscored": summ.unscored,
                     "samples": len(rs),
@@ -370,6 +375,22 @@ class _Run:
         self.store.write_json(f"{self.root}/{summary_path()}", run.model_dump())
         failures["rows"] = sum(failures["by_reason"].values())
         return run, counts, failures
+
+    def _incomplete(
+        self, spec: BenchmarkSpec, rs: list[dict[str, Any]], summ: BenchmarkSummary, gen_failed: int
+    ) -> list[str]:
+        """Why a benchmark leaves the run incomplete, one sentence each naming it (empty: it is complete)."""
+        out = []
+        if gen_failed:
+            out.append(f"{spec.name}: {gen_failed} of {len(rs)} generations failed")
+        if summ.unscored > self.ev.max_unscored * len(rs):
+            out.append(
+                f"{spec.name}: {summ.unscored} of {len(rs)} samples unscored "
+                f"(more than eval.max_unscored = {self.ev.max_unscored:.0%})"
+            )
+        if math.isnan(summ.value):
+            out.append(no_value_reason(spec, rs, summ.metric))
+        return out
 
     def _averages(self, summaries: dict[str, BenchmarkSummary]) -> dict[str, Any]:
         extra: dict[str, Any] = {"profile": self.ev.profile, "samples_per_item": samples_per_item(self.ev)}
@@ -419,9 +440,9 @@ def run_eval(
                 outputs[b.spec.name] = {"uri": store.url(f"{work.root}/{samples_path(b.spec.name)}")}
             usage = {"passes": work.stats, **({"api": pool.usage()} if pool.usage() else {})}
             if failures["benchmarks"]:
-                manifest = run.incomplete(outputs, counts, failures, work.timings, usage)
+                manifest = run.incomplete(outputs, counts, failures, work.timings, usage, work.warnings)
             else:
-                manifest = run.complete(outputs, counts, work.timings, usage)
+                manifest = run.complete(outputs, counts, work.timings, usage, work.warnings)
         return EvalResult(name, store, summary, manifest, False)
     finally:
         if own:
