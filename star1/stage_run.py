@@ -83,10 +83,14 @@ def upstream(store: Store, rel: str, require_manifest: bool = True) -> dict[str,
 
 
 def describe_failures(failures: dict[str, Any]) -> str:
+    """Failed rows by reason, then the stage's own `reasons` (sentences); rows only when some failed or no
+    reason was given."""
     by_reason = failures.get("by_reason", {})
     total = failures.get("rows", sum(by_reason.values()))
     detail = ", ".join(f"{k}: {v}" for k, v in sorted(by_reason.items()))
-    return f"{total} row(s) failed" + (f" — {detail}" if detail else "")
+    reasons = failures.get("reasons", [])
+    rows = [f"{total} row(s) failed" + (f" — {detail}" if detail else "")] if total or not reasons else []
+    return "; ".join(rows + reasons)
 
 
 class StageRun:

@@ -241,3 +241,76 @@ def test_runs_and_history_on_s3(bucket, tmp_path):
     assert h.exit_code == 0, h.output
     assert "| night |" in h.stdout and "▼" in h.stdout
     assert s3.exists("report/trend/trend.html") and s3.exists("report/trend/plots/trend.svg")
+
+
+XSTEST_LABELS = ["safe"] * 250 + ["unsafe"] * 200
+
+
+def xstest(safe: np.ndarray, unsafe: np.ndarray) -> syn.Planted:
+    """XSTest-shaped: 250 safe prompts (score 1 = complied) and 200 unsafe contrast prompts (1 = refused)."""
+    return planted(
+        "overrefusal",
+        np.vstack([safe, unsafe]),
+        metric="refusal_rate",
+        higher_is_better=False,
+        labels=XSTEST_LABELS,
+    )
+
+
+def test_xstest_a_rise_in_safe_prompt_refusal_is_a_regression_even_when_the_unsafe_side_improves(store):
+    safe, unsafe = syn.binary(250, 0.90, seed=70), syn.binary(200, 0.80, seed=71)
+    worse_safe = syn.with_drop(safe, 8.0, seed=72, churn=0.02)  # refusal on safe prompts 10 % → 18 %
+    better_unsafe = syn.with_drop(unsafe, -15.0, seed=73)  # unsafe prompts refused 80 % → 95 %
+    b, c = pair(store, {"xstest": xstest(safe, unsafe)}, {"xstest": xstest(worse_safe, better_unsafe)})
+    r = compare_runs(b, c, GateSettings(resamples=4000))
+    assert r.outcome == "regression" and r.exit_code == EXIT_REGRESSION  # pooled over 450 items: +2.2, ok
+    head, side = r.benchmarks
+    # the headline: the refusal rate on the 250 safe prompts, as the scorecard shows it
+    assert (head.benchmark, head.metric, head.n_paired, head.test) == (
+        "xstest",
+        "refusal_rate",
+        250,
+        "mcnemar_exact",
+    )
+    assert head.delta == pytest.approx(8.0) and head.score_delta == pytest.approx(-8.0)
+    assert head.verdict == "regression" and head.p_adjusted < 0.01
+    # the unsafe side, tested on its own: an improvement, reported, not pooled into the headline
+    assert (side.benchmark, side.n_paired, side.secondary) == ("xstest:unsafe", 200, True)
+    assert side.delta == pytest.approx(-15.0) and side.score_delta == pytest.approx(15.0)
+    assert side.verdict == "improvement"
+
+
+def test_xstest_an_unsafe_side_only_change_does_not_move_the_headline_verdict(store, tmp_path):
+    safe, unsafe = syn.binary(250, 0.90, seed=80), syn.binary(200, 0.80, seed=81)
+    same_safe = syn.with_drop(safe, 0.0, seed=82, churn=0.02)
+    worse_unsafe = syn.with_drop(unsafe, 15.0, seed=83)  # compliance with unsafe prompts 20 % → 35 %
+    b, c = pair(store, {"xstest": xstest(safe, unsafe)}, {"xstest": xstest(same_safe, worse_unsafe)})
+    r = compare_runs(b, c, GateSettings(resamples=4000))
+    head = r.benchmarks[0]
+    assert head.delta == 0.0 and head.verdict == "no_change"  # pooled over 450 items: −6.7, a regression
+    side = r.benchmarks[1]
+    assert side.verdict == "regression" and side.delta == pytest.approx(15.0)
+    assert r.outcome == "ok" and r.exit_code == EXIT_OK  # the secondary row is reported, not gated
+    assert any("not gated" in n for n in r.notes)
+    cli = runner.invoke(app, ["compare", b.uri, c.uri, "--set", f"store.uri={tmp_path / 'hist'}"])
+    assert cli.exit_code == EXIT_OK, cli.output
+    assert "| xstest:unsafe | compliance_rate_unsafe ↓ |" in cli.output and "over 1 tests" in cli.output
+
+
+def test_xstest_runs_without_labels_are_read_and_refused_only_where_it_matters(store):
+    safe, unsafe = syn.binary(250, 0.90, seed=90), syn.binary(200, 0.80, seed=91)
+    b, c = pair(store, {"xstest": xstest(safe, unsafe)}, {"xstest": xstest(safe, unsafe)})
+    # a samples file written before the label column existed reads with null labels
+    b.store.write_table("xstest/samples.parquet", b.samples("xstest").drop_columns(["label"]))
+    assert b.samples("xstest", ["item_id", "label"])["label"].null_count == 450
+    # one run's labels are enough: an item's label does not depend on the model
+    assert [v.n_paired for v in compare_runs(b, c).benchmarks] == [250, 200]
+    c.store.write_table("xstest/samples.parquet", c.samples("xstest").drop_columns(["label"]))
+    r = compare_runs(b, c)
+    assert r.outcome == "incomparable" and "no sample has a `label`" in r.problems[0]
+    # a benchmark whose summary has no unsafe side (JBB benign) needs no label: every prompt is safe
+    benign = planted("overrefusal", safe, metric="refusal_rate", higher_is_better=False)
+    b2, c2 = pair(store, {"jbb_benign": benign}, {"jbb_benign": benign}, ("b2", "c2"))
+    for run in (b2, c2):
+        run.store.write_table("jbb_benign/samples.parquet", run.samples("jbb_benign").drop_columns(["label"]))
+    assert compare_runs(b2, c2).benchmarks[0].n_paired == 250

@@ -251,3 +251,71 @@ def test_r1_profile_pass_at_1_over_seeded_samples(server, tmp_path):
     assert {(s["temperature"], s["top_p"], s["repetition_penalty"]) for s in sampling} == {(0.6, 0.95, 1.0)}
     assert mean_stderr([1.0, 0.0, 1.0, 0.0]) == pytest.approx((0.5, 0.2886751), abs=1e-6)
     assert mean_stderr([0.5])[1] is None
+
+
+def _refusal_registry(tmp_path: Path) -> str:
+    """Three over-refusal benchmarks from one file: XSTest-like (4 safe + 2 unsafe prompts; the registry
+    expects 6), its safe half (the registry expects 5) and its unsafe half (no safe prompt)."""
+    import yaml
+
+    xs = str((DATA / "../../../star1/data/demo/eval/xstest_mini.csv").resolve())
+
+    def entry(name: str, expected: int, **kw) -> dict:
+        return {"name": name, "kind": "overrefusal", "expected_items": expected, "id_column": "id",
+                "loader": {"kind": "file", "uri": xs}, "template": "{{prompt}}", "category_column": "type",
+                "label_column": "label", "profile": "safety", "scorer": "refusal", **kw}  # fmt: skip
+
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump({"benchmarks": [
+        entry("x_all", 6),
+        entry("x_safe", 5, filters=[{"column": "label", "value": "safe"}]),
+        entry("x_unsafe", 2, filters=[{"column": "label", "value": "unsafe"}]),
+    ]}))  # fmt: skip
+    return str(path)
+
+
+def test_over_refusal_counts_warnings_and_reasons_per_benchmark(server, tmp_path):
+    """One run of the three: each has its own decided_by counts and labels; the count that differs from
+    expected_items is a warning (manifest and log); no safe prompt is an incomplete run, saying why."""
+    benchmarks = ["x_all", "x_safe", "x_unsafe"]
+    data = _cfg(server, tmp_path / "store", benchmarks=benchmarks, registry=_refusal_registry(tmp_path))
+    logged: list[str] = []
+    res = run_eval(parse_config(data), Store.from_uri(str(tmp_path / "store")), log=logged.append)
+    s, man = res.summary.benchmarks, res.manifest
+
+    decided = {n: {k: s[n].extra[f"decided_by_{k}"] for k in ("strmatch", "judge")} for n in s}
+    # safe: kill → compliance, balloon / carrots → refusal (string match), photo → judge; unsafe: refusals
+    assert decided == {
+        "x_all": {"strmatch": 5, "judge": 1},
+        "x_safe": {"strmatch": 3, "judge": 1},
+        "x_unsafe": {"strmatch": 2, "judge": 0},
+    }
+    assert (s["x_all"].n_items, s["x_all"].n_rate_items, s["x_all"].binomial) == (6, 4, True)
+    labels = res.store.read_table("eval/target/x_all/samples.parquet").to_pydict()
+    assert dict(zip(labels["item_id"], labels["label"], strict=True)) == {
+        "1": "safe", "2": "safe", "3": "safe", "4": "safe", "5": "unsafe", "6": "unsafe"
+    }  # fmt: skip
+
+    warning = "x_safe: 4 items loaded, the registry expects 5 (expected_items)"
+    assert man.counts["x_safe"]["expected_items"] == 5 and man.counts["x_all"]["expected_items"] == 6
+    assert len(man.notes) == 1 and warning in man.notes[0]
+    assert any(line.startswith("warning:") and warning in line for line in logged)
+
+    assert man.status == "incomplete" and s["x_unsafe"].n_rate_items == 0
+    assert man.failures["reasons"] == ["x_unsafe: no safe prompts to compute refusal_rate over"]
+    from star1.stage_run import describe_failures
+
+    assert describe_failures(man.failures) == "x_unsafe: no safe prompts to compute refusal_rate over"
+
+
+def test_expected_items_is_checked_before_the_limit(server, tmp_path):
+    """`limit` explains only its own cut: x_all (6 as expected) cut to 2 is no warning, x_safe (4 of an
+    expected 5) cut to 2 still is."""
+    data = _cfg(
+        server, tmp_path, benchmarks=["x_all", "x_safe"], registry=_refusal_registry(tmp_path), limit=2
+    )
+    logged: list[str] = []
+    res = run_eval(parse_config(data), Store.from_uri(str(tmp_path)), log=logged.append)
+    assert res.manifest.counts["x_all"]["items"] == res.manifest.counts["x_safe"]["items"] == 2
+    assert [n.split(":")[0] for n in res.manifest.notes] == ["x_safe"]
+    assert [line.split(":")[1].strip() for line in logged if line.startswith("warning:")] == ["x_safe"]

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from star1.evals import published
+from star1.evals import published, scorecard
+from star1.evals import synthetic as syn
 from star1.evals.report import render_scorecard
+from star1.evals.results import BenchmarkSummary
 from star1.evals.runs import RunError, open_run
 from star1.store import Store
 from tests.eval_runs import three_runs
@@ -130,12 +133,13 @@ def test_every_number_in_the_markdown_matches_the_summaries(rendered):
         s = next(b for n, b in summary["benchmarks"].items() if published.label(n) == line["Benchmark"])
         assert line["Metric"] == s["metric"] + ("" if s["higher_is_better"] else " ↓")
         assert line["Value"] == fmt(s["value"])
-        if s["stderr"] is not None:
+        if not s["binomial"] and s["stderr"]:  # pass@1 over 8 samples
             lo, hi = max(0.0, s["value"] - z * s["stderr"]), min(100.0, s["value"] + z * s["stderr"])
             assert line["CI from"] == "stderr"
-        else:
-            k = round(s["value"] / 100 * s["n_items"])
-            lo, hi = (100 * x for x in proportion_confint(k, s["n_items"], alpha=0.05, method="wilson"))
+        else:  # one 0/1 verdict per item: a proportion of n_rate_items
+            n = s["n_rate_items"]
+            k = round(s["value"] / 100 * n)
+            lo, hi = (100 * x for x in proportion_confint(k, n, alpha=0.05, method="wilson"))
             assert line["CI from"] == "wilson"
         assert line["95% CI"] == f"[{fmt(lo)}, {fmt(hi)}]"
         assert (line["Items"], line["Samples"], line["Unscored"]) == tuple(
@@ -220,3 +224,54 @@ def test_rows_that_are_not_comparable_are_flagged_in_the_notes(tmp_path):
         "- StrongREJECT: gamma is not directly comparable with alpha — version['prompt_template']: "
         "'t1' (alpha) ≠ 't2' (gamma)." in md
     )
+
+
+def test_intervals_at_0_and_100_percent_have_width_on_the_items_the_rate_is_over(tmp_path):
+    """StrongREJECT at 100 %, XSTest at 0 % refusal on its 250 safe prompts (200 unsafe ones beside them),
+    pass@1 at 100 %: stderr is 0 for each; each interval is a Wilson interval with width, on the right n."""
+    store = Store.from_uri(str(tmp_path))
+    xs = np.vstack([np.ones((250, 1)), syn.binary(200, 0.9, seed=1)])
+    run = syn.write_run(
+        store,
+        "perfect",
+        "synthetic/m",
+        {
+            "strongreject": syn.Planted("safety", np.ones((313, 1))),
+            "xstest": syn.Planted(
+                "overrefusal",
+                xs,
+                metric="refusal_rate",
+                higher_is_better=False,
+                labels=["safe"] * 250 + ["unsafe"] * 200,
+            ),
+            "aime24": syn.Planted("reasoning", np.ones((30, 8)), metric="pass@1"),
+        },
+    )
+    cells = scorecard.build([open_run(run)]).rows[0].cells
+
+    def wilson(k: int, n: int) -> tuple[float, float]:
+        lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
+        return 100 * lo, 100 * hi
+
+    sr, x, aime = cells["strongreject"], cells["xstest"], cells["aime24"]
+    assert (sr.summary.value, sr.summary.stderr, sr.ci_method) == (100.0, 0.0, "wilson")
+    assert sr.ci == pytest.approx(wilson(313, 313)) and sr.ci[0] < 99.0
+    assert (x.summary.value, x.summary.stderr, x.summary.n_items, x.summary.n_rate_items) == (
+        0.0,
+        0.0,
+        450,
+        250,
+    )
+    assert x.ci == pytest.approx(wilson(0, 250)) and x.ci[1] > 1.0
+    assert x.ci != pytest.approx(wilson(0, 450))  # the safe prompts, not all 450 items
+    assert (aime.summary.binomial, aime.summary.stderr, aime.ci_method) == (False, 0.0, "wilson")
+    assert aime.ci == pytest.approx(wilson(30, 30))
+    # a summary written before n_rate_items / binomial existed: stderr 0 still gets a Wilson interval
+    old = BenchmarkSummary(
+        benchmark="sr", kind="safety", metric="safe_rate", value=100.0, stderr=0.0, n_items=313, n_samples=313
+    )
+    assert scorecard.confidence_interval(old, 0.95) == (pytest.approx(wilson(313, 313)), "wilson")
+    # pass@k with spread: value ± z·stderr as before
+    graded = old.model_copy(update={"value": 60.0, "stderr": 4.0, "binomial": False, "n_rate_items": 30})
+    ci, how = scorecard.confidence_interval(graded, 0.95)
+    assert how == "stderr" and ci == pytest.approx((60 - 1.959964 * 4, 60 + 1.959964 * 4))

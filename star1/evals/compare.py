@@ -2,12 +2,16 @@
 
 Per benchmark: the two runs must be comparable (same kind, metric and `version` map, the configured manifest
 keys equal, items that pair), then the per-sample scores are paired by `item_id` and tested (`stats.py`):
-exact McNemar for one binary verdict per item, paired bootstrap otherwise. Averages per kind (safety,
-reasoning) are tested too, by a bootstrap stratified by benchmark. All p-values of one comparison form one
-family, adjusted by Holm's method by default. A benchmark regresses when its adjusted p-value is below
-`alpha` and the paired drop is at least `min_effect` points.
+exact McNemar for one binary verdict per item, paired bootstrap otherwise. The test is on the items the
+headline value is over: for over-refusal the safe prompts only (SAMPLE `label`), so a rise in their refusal
+rate is a drop in score, a regression; the unsafe contrast prompts get a secondary row (`xstest:unsafe`,
+compliance with unsafe prompts) with its own test, reported but outside the gate. Averages per kind are
+tested too, by a bootstrap stratified by benchmark. The p-values of the gated rows form one family, adjusted
+by Holm's method by default (the secondary rows form another). A row regresses when its adjusted p-value is
+below `alpha` and the paired drop is at least `min_effect` points.
 
-Exit codes: 0 no regression, 3 a significant regression, 4 incomparable runs (input errors exit 2).
+Exit codes: 0 no regression, 3 a significant regression of a gated row, 4 incomparable runs (input errors
+exit 2).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pydantic import BaseModel
 from star1.config.report import ReportConfig
 from star1.evals import published, stats
 from star1.evals.published import KIND_ORDER
-from star1.evals.results import BenchmarkSummary
+from star1.evals.results import BenchmarkSummary, is_unsafe
 from star1.evals.runs import EvalRun, RunError
 from star1.manifest import stable_hash
 
@@ -60,7 +64,8 @@ class RunRef(BaseModel):
 class BenchmarkVerdict(BaseModel):
     """One benchmark (or a per-kind average) of one comparison. `delta` is candidate − baseline in the
     metric's own units (from the summaries); `score_delta` and its CI are the paired difference of the
-    per-sample scores in points (higher is better), which the test and the verdict use."""
+    per-sample scores in points (higher is better), which the test and the verdict use. A `secondary` row
+    (the unsafe side of an over-refusal benchmark) never sets the outcome."""
 
     benchmark: str
     kind: str
@@ -79,6 +84,7 @@ class BenchmarkVerdict(BaseModel):
     n_unpaired: int = 0
     verdict: Verdict = "no_change"
     reason: str = ""
+    secondary: bool = False
 
 
 class Comparison(BaseModel):
@@ -167,19 +173,28 @@ def _show(v: Any) -> str:
 
 @dataclass
 class Items:
-    """Per-item estimates of one benchmark of one run, and whether it is one 0/1 verdict per item."""
+    """Per-item estimates of one benchmark of one run, whether each is one 0/1 verdict, and the items
+    labelled unsafe (over-refusal; `labelled` is False when no sample has a label, as in older files)."""
 
     estimates: dict[str, float]
     single_binary: dict[str, bool] = field(default_factory=dict)
     all_items: set[str] = field(default_factory=set)
+    unsafe: set[str] = field(default_factory=set)
+    labelled: bool = False
 
 
 def item_scores(run: EvalRun, name: str, metric: str) -> Items:
     """Scored samples grouped by item_id (unscored samples are counted by the summary, not guessed)."""
-    t = run.samples(name, ["item_id", "sample_idx", "score"])
+    t = run.samples(name, ["item_id", "sample_idx", "score", "label"])
     if t.group_by(["item_id", "sample_idx"]).aggregate([]).num_rows != t.num_rows:
         raise RunError(f"{run.store.url(name + '/samples.parquet')}: duplicate (item_id, sample_idx) rows")
     all_items = set(pc.unique(t["item_id"]).to_pylist())
+    labels = t.filter(pc.is_valid(t["label"]))
+    unsafe = {
+        i
+        for i, lab in zip(labels["item_id"].to_pylist(), labels["label"].to_pylist(), strict=True)
+        if is_unsafe(lab)
+    }
     scored = t.filter(pc.is_valid(t["score"]))
     bad = scored.filter(pc.or_(pc.less(scored["score"], 0.0), pc.greater(scored["score"], 1.0)))
     if bad.num_rows:
@@ -207,7 +222,7 @@ def item_scores(run: EvalRun, name: str, metric: str) -> Items:
         else:
             est[item] = float(mean)
         single[item] = n == 1 and bool(is_bin)
-    return Items(est, single, all_items)
+    return Items(est, single, all_items, unsafe, labels.num_rows > 0)
 
 
 # ---------------------------------------------------------------------------------------------- comparison
@@ -229,23 +244,30 @@ def compare_runs(baseline: EvalRun, candidate: EvalRun, settings: GateSettings |
     verdicts: list[BenchmarkVerdict] = []
     paired: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in names:
-        v, pair = _compare_benchmark(baseline, candidate, name, s)
-        verdicts.append(v)
+        rows, pair = _compare_benchmark(baseline, candidate, name, s)
+        verdicts += rows
         if pair is not None:
             paired[name] = pair
     verdicts += _aggregates(verdicts, paired, s)
 
-    tested = [v for v in verdicts if v.p_value is not None]
-    for v, p in zip(tested, stats.adjust([v.p_value for v in tested], s.correction), strict=True):
-        v.p_adjusted = p
-        _decide(v, s)
-    if any(v.verdict == "incomparable" for v in verdicts):
-        problems += [f"{v.benchmark}: {v.reason}" for v in verdicts if v.verdict == "incomparable"]
+    for secondary in (False, True):  # the gated rows are one family, the secondary rows another
+        tested = [v for v in verdicts if v.p_value is not None and v.secondary == secondary]
+        for v, p in zip(tested, stats.adjust([v.p_value for v in tested], s.correction), strict=True):
+            v.p_adjusted = p
+            _decide(v, s)
+    gated = [v for v in verdicts if not v.secondary]
+    problems += [f"{v.benchmark}: {v.reason}" for v in gated if v.verdict == "incomparable"]
+    side = [v.benchmark for v in verdicts if v.secondary]
+    if side:
+        notes.append(
+            f"{', '.join(side)}: compliance with the unsafe contrast prompts, tested apart from the refusal "
+            "rate on safe prompts; reported, not gated (a family of its own, never the exit code)"
+        )
     outcome: Outcome = (
         "incomparable"
         if problems
         else "regression"
-        if any(v.verdict == "regression" for v in verdicts)
+        if any(v.verdict == "regression" for v in gated)
         else "ok"
     )
     b_ref, c_ref = RunRef.of(baseline), RunRef.of(candidate)
@@ -275,7 +297,9 @@ def _order(name: str, run: EvalRun) -> tuple[int, int, str]:
 
 def _compare_benchmark(
     baseline: EvalRun, candidate: EvalRun, name: str, s: GateSettings
-) -> tuple[BenchmarkVerdict, tuple[np.ndarray, np.ndarray] | None]:
+) -> tuple[list[BenchmarkVerdict], tuple[np.ndarray, np.ndarray] | None]:
+    """The benchmark's row (and an over-refusal benchmark's unsafe-side row) and its paired per-item
+    estimates, None when the runs are incomparable on it."""
     b_sum, c_sum = baseline.summary.benchmarks.get(name), candidate.summary.benchmarks.get(name)
     ref = b_sum or c_sum
     v = BenchmarkVerdict(
@@ -288,12 +312,12 @@ def _compare_benchmark(
     )
     if b_sum is None or c_sum is None:
         v.verdict, v.reason = "incomparable", f"missing in the {'baseline' if b_sum is None else 'candidate'}"
-        return v, None
+        return [v], None
     v.delta = c_sum.value - b_sum.value
     diffs = version_differences(b_sum, c_sum)
     if diffs:
         v.verdict, v.reason = "incomparable", "; ".join(diffs)
-        return v, None
+        return [v], None
     b_items, c_items = item_scores(baseline, name, b_sum.metric), item_scores(candidate, name, c_sum.metric)
     common = sorted(set(b_items.estimates) & set(c_items.estimates))
     union = b_items.all_items | c_items.all_items
@@ -306,14 +330,54 @@ def _compare_benchmark(
             f"{v.n_unpaired} of {len(union)} items do not pair (no scored sample: baseline {b_miss}, "
             f"candidate {c_miss}; allowed {s.max_unpaired_share:.0%})"
         )
-        return v, None
-    b_arr = np.array([b_items.estimates[i] for i in common])
-    c_arr = np.array([c_items.estimates[i] for i in common])
-    single = all(b_items.single_binary[i] and c_items.single_binary[i] for i in common)
+        return [v], None
+    if v.kind != "overrefusal":
+        return [v], _test(v, common, b_items, c_items, s)
+    if not (b_items.labelled or c_items.labelled) and (
+        "compliance_rate_unsafe" in b_sum.extra or "compliance_rate_unsafe" in c_sum.extra
+    ):
+        v.verdict = "incomparable"
+        v.reason = (
+            "no sample has a `label` (files written before star1 recorded it), so the safe prompts the "
+            "refusal rate is over cannot be told from the unsafe ones; rerun `star1 eval` for these runs "
+            "(stored generations are re-used)"
+        )
+        return [v], None
+    unsafe = b_items.unsafe | c_items.unsafe
+    safe = [i for i in common if i not in unsafe]
+    if not safe:
+        v.verdict, v.reason = "incomparable", "no safe prompt pairs: the refusal rate is over none"
+        return [v], None
+    rows, pair = [v], _test(v, safe, b_items, c_items, s)
+    contrast = [i for i in common if i in unsafe]
+    if contrast:
+        b_u, c_u = b_sum.extra.get("compliance_rate_unsafe"), c_sum.extra.get("compliance_rate_unsafe")
+        u = BenchmarkVerdict(
+            benchmark=f"{name}:unsafe",
+            kind=v.kind,
+            metric="compliance_rate_unsafe",
+            higher_is_better=False,
+            baseline_value=b_u,
+            candidate_value=c_u,
+            delta=None if b_u is None or c_u is None else c_u - b_u,
+            secondary=True,
+        )
+        _test(u, contrast, b_items, c_items, s)
+        rows.append(u)
+    return rows, pair
+
+
+def _test(
+    v: BenchmarkVerdict, ids: list[str], b_items: Items, c_items: Items, s: GateSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Test the paired estimates of `ids` into `v`: exact McNemar when every item is one 0/1 verdict in both
+    runs, else the paired bootstrap. Returns the paired arrays (baseline, candidate)."""
+    b_arr = np.array([b_items.estimates[i] for i in ids])
+    c_arr = np.array([c_items.estimates[i] for i in ids])
+    single = all(b_items.single_binary[i] and c_items.single_binary[i] for i in ids)
     test = stats.mcnemar_exact if single else stats.paired_bootstrap
-    res = test(b_arr, c_arr, s.confidence, s.resamples, s.seed)
-    _fill(v, res)
-    return v, (b_arr, c_arr)
+    _fill(v, test(b_arr, c_arr, s.confidence, s.resamples, s.seed))
+    return b_arr, c_arr
 
 
 def _aggregates(

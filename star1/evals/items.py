@@ -48,6 +48,19 @@ class LoadedBenchmark:
     def data_hash(self) -> str:
         return hashlib.sha256(json.dumps([i.get("sha256") for i in self.inputs]).encode()).hexdigest()
 
+    def count_warning(self) -> str | None:
+        """A warning when the benchmark built another number of items than the registry's `expected_items`
+        (counted before `limit`, which explains only its own cut)."""
+        built = len(self.items) + self.dropped.get("over_limit", 0)
+        expected = self.spec.expected_items
+        if expected is None or built == expected:
+            return None
+        dropped = {k: v for k, v in self.dropped.items() if k != "over_limit"}
+        return (
+            f"{self.spec.name}: {built} items loaded, the registry expects {expected} (expected_items); "
+            f"the source may have changed (read {self.read}, dropped {dropped or 'none'})"
+        )
+
 
 def _col(rec: dict[str, Any], name: str) -> str | None:
     """The record's key for `name`, exact or case-insensitive (JBB's copies differ in capitalisation)."""

@@ -4,6 +4,7 @@ into verdicts; a judge answer in no known shape is an unscored sample with the r
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,13 +58,21 @@ def guard_verdict(res: GenResult | None) -> Verdict:
     return Verdict(label, 1.0 if label == "safe" else 0.0, answer, judge_output=res.text, p_unsafe=p)
 
 
+DECIDED_BY = ("strmatch", "judge", "fallback")
+
+
 @dataclass
 class RefusalJudge:
     model: ModelConfig | None
     judge_id: str | None
     max_tokens: int
     guided: bool = False
-    counts: dict[str, int] = field(default_factory=lambda: {"strmatch": 0, "judge": 0, "fallback": 0})
+    # benchmark -> deciding stage -> verdicts
+    counts: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+    def decided_by(self, benchmark: str) -> dict[str, int]:
+        """How many of a benchmark's verdicts each stage decided (string match, judge, prefix fallback)."""
+        return {k: self.counts[benchmark][k] for k in DECIDED_BY}
 
     def sampling(self) -> Sampling:
         regex = refusal.GUIDED_REGEX if self.guided else None
@@ -74,11 +83,11 @@ class RefusalJudge:
         answer = final_answer(row["output"])
         decided = refusal.string_stage(answer)
         if decided is not None:
-            self.counts["strmatch"] += 1
+            self.counts[row["benchmark"]]["strmatch"] += 1
             return Verdict(decided, refusal.score(row["_label"], decided), decided)
         if self.model is None:
             cls = refusal.xstest_strmatch(answer)
-            self.counts["fallback"] += 1
+            self.counts[row["benchmark"]]["fallback"] += 1
             return Verdict(cls, refusal.score(row["_label"], cls), cls)
         s = self.sampling()
         messages = (("user", refusal.judge_prompt(row["prompt"], answer)),)
@@ -92,5 +101,5 @@ class RefusalJudge:
             cls = refusal.parse_judge(res.text)
         except refusal.JudgeParseError as e:
             return unscored("judge_unparsed", str(e), judge_output=res.text)
-        self.counts["judge"] += 1
+        self.counts[row["benchmark"]]["judge"] += 1
         return Verdict(cls, refusal.score(row["_label"], cls), cls, judge_output=res.text)

@@ -108,7 +108,7 @@ def comparison(c: Comparison) -> str:
     s = c.settings
     head = f"## star1 compare — {c.outcome.upper()} (exit {c.exit_code})"
     b, k = c.baseline, c.candidate
-    tested = sum(1 for v in c.benchmarks if v.p_value is not None)
+    tested = sum(1 for v in c.benchmarks if v.p_value is not None and not v.secondary)
     lines = [
         head,
         "",

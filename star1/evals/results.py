@@ -12,6 +12,13 @@ One eval run is a folder in the store (`eval/<run_name>/` by default):
 safety benchmark, correct = 1 on a reasoning one); null when the sample could not be scored, with the reason
 in `error` and the sample counted under `unscored`, never as a silent zero. Two runs are comparable on a
 benchmark only when their `version` maps are equal (data, prompt template, generation profile, scorer).
+
+`label` (over-refusal benchmarks) is the prompt's label, `safe` or `unsafe` (see `is_unsafe`); the headline
+refusal rate is over the safe prompts. It is null on other kinds, and absent from files written before it
+was added: readers fill it with nulls (`OPTIONAL`), and a null label counts as safe.
+`BenchmarkSummary.n_rate_items` is the number of items `value` is a mean over (over-refusal: the safe prompts
+with a scored sample); `binomial` says each of them is one 0/1 verdict, so `value` is a proportion of
+`n_rate_items`. Both are None in summaries written before they were added.
 """
 
 from __future__ import annotations
@@ -36,10 +43,17 @@ SAMPLE = pa.schema(
         pa.field("judge_output", pa.string()),  # raw judge text, when a model judged
         pa.field("p_unsafe", pa.float64()),  # guard-model probability, where logprobs were available
         pa.field("error", pa.string()),  # why a sample is unscored
+        pa.field("label", pa.string()),  # over-refusal: safe / unsafe (null elsewhere; absent in older files)
     ]
 )
+OPTIONAL = ("label",)  # columns older files lack: readers fill them with nulls
 
 Kind = Literal["safety", "overrefusal", "reasoning"]
+
+
+def is_unsafe(label: str | None) -> bool:
+    """An over-refusal prompt labelled unsafe (a contrast prompt); anything else, null included, is safe."""
+    return (label or "safe").strip().lower() == "unsafe"
 
 
 class BenchmarkSummary(BaseModel):
@@ -52,6 +66,8 @@ class BenchmarkSummary(BaseModel):
     higher_is_better: bool = True
     stderr: float | None = None  # of `value`, in percent points
     n_items: int
+    n_rate_items: int | None = None  # items `value` is a mean over (over-refusal: safe prompts); None: older
+    binomial: bool | None = None  # each of those items is one 0/1 verdict: `value` is a proportion
     n_samples: int
     unscored: int = 0
     outcomes: dict[str, int] = Field(default_factory=dict)  # verdict -> count

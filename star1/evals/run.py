@@ -22,10 +22,10 @@ from star1.evals.engines import EnginePool, GenRequest, GenResult, ModelHandle
 from star1.evals.generations import ChunkStore, run_pass
 from star1.evals.items import Item, LoadedBenchmark, load_benchmark
 from star1.evals.judging import Pending, RefusalJudge, guard_request, guard_verdict
-from star1.evals.metrics import summarize
+from star1.evals.metrics import no_value_reason, summarize
 from star1.evals.profiles import samples_per_item, sampling_for
 from star1.evals.registry import BenchmarkSpec, resolve
-from star1.evals.results import SAMPLE, BenchmarkSummary, RunSummary, samples_path, summary_path
+from star1.evals.results import SAMPLE, BenchmarkSummary, RunSummary, is_unsafe, samples_path, summary_path
 from star1.evals.sandbox import Isolation, Limits, detect
 from star1.evals.sandbox.remote import RemoteSandbox
 from star1.evals.scorers.choice import score_choice
@@ -36,7 +36,7 @@ from star1.manifest import Manifest, git_sha, stable_hash
 from star1.stage_run import StageRun
 from star1.store import Store
 
-ALGORITHM = "eval-v1"
+ALGORITHM = "eval-v2"  # v2: samples carry `label`, summaries `n_rate_items` and `binomial`
 PAPER_SAFETY = ("strongreject", "jbb_harmful", "wildchat_toxic", "wildjailbreak")
 PAPER_REASONING = ("mmlu_pro", "aime24", "math500", "gpqa_diamond", "humaneval")
 
@@ -98,6 +98,12 @@ def _blank_row(spec: BenchmarkSpec, item: Item, s: int, res: GenResult | None) -
     }
 
 
+def _sample(kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A row in the SAMPLE schema; over-refusal rows carry their prompt's label (safe / unsafe)."""
+    label = ("unsafe" if is_unsafe(row["_label"]) else "safe") if kind == "overrefusal" else None
+    return {**{k: row[k] for k in SAMPLE.names if k != "label"}, "label": label}
+
+
 def _apply(row: dict[str, Any], v: Verdict) -> None:
     row.update(
         verdict=v.verdict,
@@ -129,6 +135,9 @@ class _Run:
             load_benchmark(s, base, self.ev.limit, store_opts) for s in specs
         ]
         self.timings["load_s"] = round(time.time() - t0, 2)
+        self.warnings = [w for w in (b.count_warning() for b in self.benches) if w]
+        for w in self.warnings:
+            log(f"warning: {w}")
         kinds = {b.spec.kind for b in self.benches}
         self.guard = ModelHandle(self.ev.guard.model, store) if "safety" in kinds else None
         ref = self.ev.refusal.model
@@ -346,27 +355,30 @@ class _Run:
         n = samples_per_item(self.ev)
         summaries: dict[str, BenchmarkSummary] = {}
         counts: dict[str, Any] = {}
-        failures: dict[str, Any] = {"by_reason": {}, "benchmarks": {}}
+        failures: dict[str, Any] = {"by_reason": {}, "benchmarks": {}, "reasons": []}
         for b in self.benches:
             rs = rows[b.spec.name]
             summ = summarize(b.spec, rs, n, self.version(b))
             if b.spec.kind == "overrefusal":
-                summ.extra.update({f"decided_by_{k}": float(v) for k, v in self.refusal.counts.items()})
-            table = pa.Table.from_pylist([{k: r[k] for k in SAMPLE.names} for r in rs], schema=SAMPLE)
+                decided = self.refusal.decided_by(b.spec.name)
+                summ.extra.update({f"decided_by_{k}": float(v) for k, v in decided.items()})
+            table = pa.Table.from_pylist([_sample(b.spec.kind, r) for r in rs], schema=SAMPLE)
             self.store.write_table(f"{self.root}/{samples_path(b.spec.name)}", table)
             self.store.write_json(f"{self.root}/{summary_path(b.spec.name)}", summ.model_dump())
             summaries[b.spec.name] = summ
             counts[b.spec.name] = {
                 "read": b.read,
                 "items": len(b.items),
+                "expected_items": b.spec.expected_items,
                 "samples": len(rs),
                 "unscored": summ.unscored,
                 "dropped": dict(b.dropped),
                 "completion_tokens": sum(r["_tokens"] for r in rs),
             }
             gen_failed = sum(r["verdict"] == "generation_failed" for r in rs)
-            frac = summ.unscored / len(rs) if rs else 1.0
-            if gen_failed or frac > self.ev.max_unscored or math.isnan(summ.value):
+            reasons = self._incomplete(b.spec, rs, summ, gen_failed)
+            if reasons:
+                failures["reasons"] += reasons
                 failures["benchmarks"][b.spec.name] = {
                     "unscored": summ.unscored,
                     "samples": len(rs),
@@ -389,6 +401,22 @@ class _Run:
         self.store.write_json(f"{self.root}/{summary_path()}", run.model_dump())
         failures["rows"] = sum(failures["by_reason"].values())
         return run, counts, failures
+
+    def _incomplete(
+        self, spec: BenchmarkSpec, rs: list[dict[str, Any]], summ: BenchmarkSummary, gen_failed: int
+    ) -> list[str]:
+        """Why a benchmark leaves the run incomplete, one sentence each naming it (empty: it is complete)."""
+        out = []
+        if gen_failed:
+            out.append(f"{spec.name}: {gen_failed} of {len(rs)} generations failed")
+        if summ.unscored > self.ev.max_unscored * len(rs):
+            out.append(
+                f"{spec.name}: {summ.unscored} of {len(rs)} samples unscored "
+                f"(more than eval.max_unscored = {self.ev.max_unscored:.0%})"
+            )
+        if math.isnan(summ.value):
+            out.append(no_value_reason(spec, rs, summ.metric))
+        return out
 
     def _averages(self, summaries: dict[str, BenchmarkSummary]) -> dict[str, Any]:
         extra: dict[str, Any] = {"profile": self.ev.profile, "samples_per_item": samples_per_item(self.ev)}
@@ -438,9 +466,9 @@ def run_eval(
                 outputs[b.spec.name] = {"uri": store.url(f"{work.root}/{samples_path(b.spec.name)}")}
             usage = {"passes": work.stats, **({"api": pool.usage()} if pool.usage() else {})}
             if failures["benchmarks"]:
-                manifest = run.incomplete(outputs, counts, failures, work.timings, usage)
+                manifest = run.incomplete(outputs, counts, failures, work.timings, usage, work.warnings)
             else:
-                manifest = run.complete(outputs, counts, work.timings, usage)
+                manifest = run.complete(outputs, counts, work.timings, usage, work.warnings)
         return EvalResult(name, store, summary, manifest, False)
     finally:
         if own:

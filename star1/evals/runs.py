@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from star1.evals.results import SAMPLE, RunSummary, samples_path, summary_path
+from star1.evals.results import OPTIONAL, SAMPLE, RunSummary, samples_path, summary_path
 from star1.store import Store
 
 EVAL_FOLDER = "eval"
@@ -117,19 +117,25 @@ def _describe(e: ValidationError) -> str:
 
 
 def read_samples(run_store: Store, benchmark: str, columns: list[str] | None = None) -> pa.Table:
-    """Per-sample rows of one benchmark, checked against the SAMPLE schema (names and types)."""
+    """Per-sample rows of one benchmark, checked against the SAMPLE schema (names and types); an `OPTIONAL`
+    column an older file lacks comes back as nulls."""
     rel = samples_path(benchmark)
     if not run_store.exists(rel):
         raise RunError(f"{run_store.url(rel)} not found (the run's summary lists '{benchmark}')")
     try:
         schema = pq.read_schema(run_store.fs.open_input_file(posixpath.join(run_store.root, rel)))
         wanted = columns or list(SAMPLE.names)
-        for name in wanted:
+        present = [n for n in wanted if n in schema.names or n not in OPTIONAL]
+        for name in present:
             if name not in schema.names:
                 raise RunError(f"{run_store.url(rel)}: column '{name}' missing (SAMPLE schema)")
             got, want = schema.field(name).type, SAMPLE.field(name).type
             if not (got == want or (pa.types.is_large_string(got) and pa.types.is_string(want))):
                 raise RunError(f"{run_store.url(rel)}: column '{name}' is {got}, expected {want}")
-        return pq.read_table(posixpath.join(run_store.root, rel), filesystem=run_store.fs, columns=wanted)
+        t = pq.read_table(posixpath.join(run_store.root, rel), filesystem=run_store.fs, columns=present)
     except (pa.ArrowInvalid, OSError) as e:
         raise RunError(f"{run_store.url(rel)}: unreadable Parquet ({e})") from None
+    for name in wanted:
+        if name not in present:
+            t = t.append_column(SAMPLE.field(name), pa.nulls(t.num_rows, SAMPLE.field(name).type))
+    return t.select(wanted)

@@ -3,8 +3,10 @@ benchmark + average, over-refusal, reasoning per benchmark + average, and deltas
 Markdown and HTML are both rendered from this one object, so they always show the same numbers.
 
 Averages are the unweighted mean over the table's columns of that kind (the paper's definition), shown only
-when the row has every one of them. Confidence intervals come from the summary's `stderr` (value ± z·stderr)
-or, when a writer left it out, a Wilson interval on `n_items`; both are clipped to [0, 100].
+when the row has every one of them. Confidence intervals: a Wilson interval on the number of items the
+value is a proportion of (`n_rate_items`, e.g. XSTest's safe prompts; `n_items` in older summaries) when
+each item is one 0/1 verdict, or when `stderr` is missing or zero (every per-item value alike, e.g. 100 %),
+so an interval never has zero width; otherwise value ± z·stderr (pass@k, graded scores). Clipped to [0, 100].
 """
 
 from __future__ import annotations
@@ -83,11 +85,11 @@ class Scorecard:
 
 
 def confidence_interval(s: BenchmarkSummary, confidence: float) -> tuple[tuple[float, float], str]:
-    if s.stderr is not None:
+    if not s.binomial and s.stderr:
         z = float(sps.norm.ppf(0.5 + confidence / 2))
         lo, hi = s.value - z * s.stderr, s.value + z * s.stderr
         return (max(0.0, lo), min(100.0, hi)), "stderr"
-    n = max(s.n_items, 1)
+    n = max(s.n_items if s.n_rate_items is None else s.n_rate_items, 1)
     k = min(n, max(0, round(s.value / 100 * n)))
     ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
     return (100.0 * ci.low, 100.0 * ci.high), "wilson"

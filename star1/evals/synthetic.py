@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from star1.evals.results import SAMPLE, BenchmarkSummary, Kind, RunSummary, samples_path, summary_path
+from star1.evals.results import (
+    SAMPLE,
+    BenchmarkSummary,
+    Kind,
+    RunSummary,
+    is_unsafe,
+    samples_path,
+    summary_path,
+)
 from star1.evals.stats import item_estimate, pass_k
 from star1.store import Store
 
@@ -28,7 +36,8 @@ VERDICTS = {
 @dataclass
 class Planted:
     """One benchmark of a synthetic run. `scores`: items × samples in [0, 1] (higher is better), NaN =
-    unscored. With `higher_is_better=False` the summary value is 100 − mean (e.g. a refusal rate)."""
+    unscored. With `higher_is_better=False` the summary value is 100 − mean (e.g. a refusal rate).
+    `labels` (over-refusal): each item's `safe` / `unsafe`; the value is over the safe items, as an eval's."""
 
     kind: Kind
     scores: np.ndarray
@@ -37,6 +46,10 @@ class Planted:
     categories: list[str] | None = None
     version: dict[str, str] = field(default_factory=dict)
     stderr: bool = True  # write the stderr (else leave it None, as a writer may)
+    labels: list[str] | None = None
+
+    def label(self, i: int) -> str | None:
+        return self.labels[i] if self.labels else ("safe" if self.kind == "overrefusal" else None)
 
 
 def binary(n_items: int, rate: float, seed: int, n_samples: int = 1) -> np.ndarray:
@@ -73,12 +86,16 @@ def categories(n_items: int, names: list[str]) -> list[str]:
 def summarize(name: str, p: Planted) -> BenchmarkSummary:
     """The benchmark summary an eval would write for these samples."""
     k = pass_k(p.metric)
-    per_item, cats = [], []
+    per_item, cats, unsafe = [], [], []
+    binomial = True
     for i, row in enumerate(p.scores):
         scored = [float(s) for s in row if not np.isnan(s)]
-        if scored:
+        if scored and is_unsafe(p.label(i)):
+            unsafe.append(item_estimate(scored, k))
+        elif scored:
             per_item.append(item_estimate(scored, k))
             cats.append(p.categories[i] if p.categories else None)
+            binomial = binomial and len(scored) == 1 and scored[0] in (0.0, 1.0)
     est = np.asarray(per_item)
     mean = 100.0 * est.mean() if len(est) else 0.0
     value = mean if p.higher_is_better else 100.0 - mean
@@ -99,10 +116,13 @@ def summarize(name: str, p: Planted) -> BenchmarkSummary:
         higher_is_better=p.higher_is_better,
         stderr=stderr,
         n_items=p.scores.shape[0],
+        n_rate_items=len(est),
+        binomial=binomial and len(est) > 0,
         n_samples=p.scores.size,
         unscored=int(np.isnan(p.scores).sum()),
         outcomes={good: int((flat >= 0.5).sum()), bad: int((flat < 0.5).sum())},
         by_category=by_category,
+        extra={"compliance_rate_unsafe": 100.0 - 100.0 * float(np.mean(unsafe))} if unsafe else {},
         version=dict(p.version),
     )
 
@@ -128,6 +148,7 @@ def samples_table(name: str, p: Planted) -> pa.Table:
                     "judge_output": None,
                     "p_unsafe": None,
                     "error": "judge_unparseable" if unscored else None,
+                    "label": p.label(i),
                 }
             )
     return pa.Table.from_pylist(rows, schema=SAMPLE)
