@@ -275,3 +275,15 @@ def test_intervals_at_0_and_100_percent_have_width_on_the_items_the_rate_is_over
     graded = old.model_copy(update={"value": 60.0, "stderr": 4.0, "binomial": False, "n_rate_items": 30})
     ci, how = scorecard.confidence_interval(graded, 0.95)
     assert how == "stderr" and ci == pytest.approx((60 - 1.959964 * 4, 60 + 1.959964 * 4))
+
+
+def test_the_scorecard_says_which_isolation_code_ran_behind(tmp_path):
+    store = Store.from_uri(str(tmp_path))
+    runs = []
+    for name, kind in (("isolated", "bubblewrap"), ("unsafe", "none")):
+        bench = syn.Planted("reasoning", syn.binary(20, 0.5, seed=1), version={"sandbox": kind})
+        runs.append(syn.write_run(store, name, "synthetic/m", {"humaneval": bench}))
+    md, _ = render_scorecard(store, runs[:1])
+    assert "- humaneval: generated code ran behind bubblewrap isolation" in md
+    md, _ = render_scorecard(store, runs)
+    assert "humaneval: generated code ran WITHOUT OS isolation" in md

@@ -144,6 +144,7 @@ def build(
                 f"Published rows' {' and '.join(recomputed)} averages are recomputed over the columns shown "
                 "(the paper's averages cover all of its columns)."
             )
+    notes += _sandbox_notes(rows)
     if any(r.synthetic for r in rows):
         notes.append(
             "Synthetic runs (planted verdicts, for tests and demos) are marked ‡; they measure nothing."
@@ -209,6 +210,24 @@ def _published_averages(rows: list[Row], columns: list[Column], paper: dict[str,
         else:
             recomputed.append(kind)
     return recomputed
+
+
+def _sandbox_notes(rows: list[Row]) -> list[str]:
+    """Which isolation the generated code of each code benchmark ran behind (the summary's version map)."""
+    seen: dict[str, set[str]] = {}
+    for row in rows:
+        for cell in row.cells.values():
+            kind = cell.summary.version.get("sandbox")
+            if kind:
+                seen.setdefault(cell.benchmark, set()).add(kind)
+    notes = []
+    for bench, kinds in sorted(seen.items()):
+        text = ", ".join(sorted(kinds))
+        if "none" in kinds:
+            notes.append(f"{bench}: generated code ran WITHOUT OS isolation (unsafe_allow_no_isolation).")
+        else:
+            notes.append(f"{bench}: generated code ran behind {text} isolation (see docs/eval.md, Sandbox).")
+    return notes
 
 
 def _comparability_notes(rows: list[Row], columns: list[Column]) -> list[str]:
