@@ -69,7 +69,7 @@ def bwrap_command(python: str, tmpfs_mb: int, fds: dict[str, int]) -> list[str]:
     bwrap = shutil.which("bwrap") or "bwrap"
     cmd = [
         bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-        "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
+        "--unshare-cgroup-try", "--die-with-parent", "--new-session",
         "--hostname", "sandbox", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
         "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
         "--setenv", "HOME", WORKDIR, "--setenv", "TMPDIR", "/tmp", "--setenv", "PYTHONHASHSEED", "0",
