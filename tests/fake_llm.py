@@ -14,7 +14,11 @@ model name (one model per role). Provider behaviours it imitates, independent of
   decoding), or refused the way some servers refuse it (`reject_formats`, e.g. llama.cpp's 500 for
   json_schema);
 - **reasoning fields**: with `reasoning_field`, the thinking goes to `message.reasoning_content` (DeepSeek,
-  vLLM reasoning parsers) or `message.reasoning`, and the content holds only the answer;
+  vLLM reasoning parsers) or `message.reasoning`, and the content holds only the answer; with
+  `prompt_opens_think` too (an R1-Distill template: the output has `</think>` but no `<think>`), as vLLM's
+  `deepseek_r1` parser does, an output without `</think>` is all reasoning and the content is null;
+- **finish reasons**: a responder may return `(content, finish_reason)`, e.g. "length" for an output cut at
+  max_tokens;
 - the **Batch API** (files + batches endpoints, see tests/fake_batches.py).
 Every answered request body is logged (`answered`: body hash → times answered), so tests and benchmarks
 count paid-twice calls from the server's own view.
@@ -37,7 +41,7 @@ from typing import Any
 
 from aiohttp import web
 
-Responder = Callable[[dict[str, Any]], str]
+Responder = Callable[[dict[str, Any]], str | tuple[str, str]]
 FAULTS = ("429", "500", "timeout", "drop", "malformed", "truncated", "empty")
 
 
@@ -59,6 +63,7 @@ class Faults:
     retry_after_style: str = "ms"  # ms | seconds | date | none | any literal header value
     reject_formats: dict[str, tuple[int, str]] = field(default_factory=dict)  # format type -> (status, msg)
     reasoning_field: str | None = None  # reasoning_content | reasoning
+    prompt_opens_think: bool = False  # with reasoning_field: the template opened <think> (vLLM deepseek_r1)
     plan: dict[str, list[str]] = field(default_factory=dict)  # marker -> faults for attempts 1, 2, …
     count_refused: bool = False  # a provider that counts refused requests against the window too
 
@@ -319,19 +324,23 @@ class FakeLLMServer:
     def complete(self, body: dict[str, Any], fault: str | None = None) -> dict[str, Any]:
         """The chat completion object for `body` (also used by the Batch API)."""
         model = body.get("model", "")
-        content: str | None = self.responders.get(model, echo_responder)(body)
+        out = self.responders.get(model, echo_responder)(body)
+        content, finish = out if isinstance(out, tuple) else (out, "stop")
         fmt = body.get("response_format")
         if fmt and fault != "malformed_json":
             content = constrain(content, fmt)
         elif fault == "malformed_json":
             content = "this is not JSON {"
-        finish = "stop"
         if fault == "truncated":
             content, finish = content[: max(1, len(content) // 3)], "length"
         message: dict[str, Any] = {"role": "assistant", "content": content}
         field_name = self.faults.reasoning_field
-        if field_name and content and (m := re.match(r"\s*<think>\n?(.*?)\n?</think>\s*(.*)", content, re.S)):
+        opened = self.faults.prompt_opens_think
+        think = rf"\s*{'(?:<think>)?' if opened else '<think>'}\n?(.*?)\n?</think>\s*(.*)"
+        if field_name and content and (m := re.match(think, content, re.S)):
             message[field_name], message["content"] = m.group(1), m.group(2)
+        elif field_name and content and opened:
+            message[field_name], message["content"] = content, None
         n_out = len(content or "") // 4
         if fault == "empty":
             message["content"] = None  # billed, but nothing to use

@@ -43,6 +43,17 @@ class ModelConfig(Strict):
     enforce_eager: bool | None = Field(None, description="default: true on CPU (no graph capture)")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="more vllm.LLM / engine args")
     endpoint: RoleConfig | None = Field(None, description="engine openai: the endpoint (sampling is ours)")
+    thinking: Literal["auto", "open", "tags", "none"] = Field(
+        "auto",
+        description="where the model's reasoning ends, hence its final answer. open: the chat template "
+        "ends the prompt inside an open <think> (DeepSeek-R1-Distill), so the answer follows </think> and an "
+        "output without one is a truncated thought (no answer); tags: the model writes <think>…</think> "
+        "itself (Qwen3); none: the model does not reason (tags and none score alike: a <think> the output "
+        "never closes is a truncated thought, an output without tags is all answer). auto: vllm reads it "
+        "from the chat template as rendered; openai: open once a response of the run has a </think> with "
+        "no <think> before it (reasoning a server returns beside the content is always put back in front "
+        "of it as a <think> block)",
+    )
 
     @model_validator(mode="after")
     def _endpoint_for_openai(self) -> ModelConfig:

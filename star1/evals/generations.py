@@ -2,6 +2,7 @@
 request, so a killed eval resumes with only the missing requests: `<folder>/part-<n>.parquet`.
 
 A result that failed (engine error) is stored too, with its error, and asked again on the next run.
+`reasoning` (thinking an endpoint returned beside the text) is null in parts written before it existed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ PART = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
         pa.field("text", pa.string()),
+        pa.field("reasoning", pa.string()),
         pa.field("finish_reason", pa.string()),
         pa.field("prompt_tokens", pa.int64()),
         pa.field("completion_tokens", pa.int64()),
@@ -52,6 +54,7 @@ class ChunkStore:
                     completion_tokens=r["completion_tokens"] or 0,
                     top_logprobs=json.loads(r["top_logprobs"]) if r["top_logprobs"] else None,
                     error=r["error"],
+                    reasoning=r.get("reasoning"),
                     cached=True,
                 )
                 if res.error is None or r["key"] not in out:
@@ -66,6 +69,7 @@ class ChunkStore:
             {
                 "key": r.key,
                 "text": r.text,
+                "reasoning": r.reasoning,
                 "finish_reason": r.finish_reason,
                 "prompt_tokens": r.prompt_tokens,
                 "completion_tokens": r.completion_tokens,

@@ -15,6 +15,7 @@ from typing import Any
 
 from star1.evals.registry import BenchmarkSpec
 from star1.evals.results import BenchmarkSummary, is_unsafe
+from star1.evals.scorers.common import TRUNCATED_THOUGHT
 
 
 def mean_stderr(values: list[float]) -> tuple[float, float | None]:
@@ -69,6 +70,8 @@ def summarize(
         not (r["output"] or "").strip() for r in rows if r["error"] is None or r["output"] is not None
     )
     extra["truncated_rate"] = _pct(truncated / len(rows)) if rows else 0.0
+    cut_thoughts = sum(r["verdict"] == TRUNCATED_THOUGHT for r in rows)
+    extra["truncated_thought_rate"] = _pct(cut_thoughts / len(rows)) if rows else 0.0
     extra["empty_output_rate"] = _pct(empty / len(rows)) if rows else 0.0
 
     if spec.kind == "overrefusal":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from star1.evals.sandbox import Isolation, Limits, detect
 from star1.evals.sandbox.remote import RemoteSandbox
 from star1.evals.scorers.choice import score_choice
 from star1.evals.scorers.code import CodeJob, CodeScorer
-from star1.evals.scorers.common import Verdict, final_answer
+from star1.evals.scorers.common import Verdict, closes_unopened_think, unanswered
 from star1.evals.scorers.math_answer import MathJob, MathScorer
 from star1.manifest import Manifest, git_sha, stable_hash
 from star1.stage_run import StageRun
@@ -83,7 +83,7 @@ def _blank_row(spec: BenchmarkSpec, item: Item, s: int, res: GenResult | None) -
         "sample_idx": s,
         "category": item.category,
         "prompt": item.prompt,
-        "output": res.text if res else None,
+        "output": res.output() if res else None,
         "finish_reason": res.finish_reason if res else None,
         "answer": None,
         "verdict": None,
@@ -234,13 +234,23 @@ class _Run:
         )
         self.stats["generation"] = stats
         self.timings["generate_s"] = stats["seconds"]
+        stats["think_open"] = think_open = self.think_open(results.values())
         rows: dict[str, list[dict[str, Any]]] = {b.spec.name: [] for b in self.benches}
         for spec, item, s, req in plan:
             row = _blank_row(spec, item, s, results.get(req.key))
+            row["_think_open"] = think_open
             if row["error"]:
                 _apply(row, Verdict("generation_failed", None, error=row["error"]))
             rows[spec.name].append(row)
         return rows
+
+    def think_open(self, results: Iterable[GenResult]) -> bool:
+        """Whether the target's prompt opens a `<think>` block: its `thinking` (vllm: read from the chat
+        template); on auto (an endpoint) whether a response closes a `</think>` it never opened."""
+        mode = self.target.describe()["thinking"]
+        if mode == "auto":
+            return any(closes_unopened_think(r.output()) for r in results)
+        return mode == "open"
 
     def judge(self, rows: dict[str, list[dict[str, Any]]]) -> None:
         t0 = time.time()
@@ -257,16 +267,18 @@ class _Run:
             for row in rs:
                 if row["verdict"] == "generation_failed":
                     continue
+                think = row["_think_open"]
                 if kind == "safety":
+                    if not self.ev.guard.include_reasoning and (v := unanswered(row["output"], think, True)):
+                        _apply(row, v)  # the guard reads the final answer: there is none
+                        continue
+                    out = row["output"] or ""
                     req = guard_request(
-                        self.ev.guard, guard_id, row["prompt"], row["output"] or "", self.ev.guard.guided
+                        self.ev.guard, guard_id, row["prompt"], out, self.ev.guard.guided, think
                     )
                     guard_pending.append(Pending(row, req))
                 elif kind == "overrefusal":
-                    if not final_answer(row["output"]):
-                        empty = not (row["output"] or "").strip()
-                        cls = "empty_output" if empty else "no_answer"
-                        v = Verdict(cls, 1.0 if (row["_label"] or "").lower() == "unsafe" else 0.0)
+                    if v := unanswered(row["output"], think, (row["_label"] or "").lower() == "unsafe"):
                         _apply(row, v)
                         continue
                     first = self.refusal.first_stage(row)
@@ -312,18 +324,18 @@ class _Run:
                 scorer = MathScorer(
                     self.ev.math.workers, self.ev.math.timeout_s, bool(spec.scorer_args.get("integer"))
                 )
-                for r, v in zip(
-                    rs, scorer.score([MathJob(r["_gold"], r["output"]) for r in rs]), strict=True
-                ):
+                jobs = [MathJob(r["_gold"], r["output"], r["_think_open"]) for r in rs]
+                for r, v in zip(rs, scorer.score(jobs), strict=True):
                     _apply(r, v)
             elif spec.scorer == "choice":
                 n_opt = int(spec.scorer_args.get("n_options", 4))
                 for r in rs:
-                    _apply(r, score_choice(r["output"], r["_gold"], n_opt))
+                    _apply(r, score_choice(r["output"], r["_gold"], n_opt, r["_think_open"]))
             elif spec.scorer == "code":
                 assert self.isolation is not None
                 code = CodeScorer(self.isolation, self.limits(), self.ev.sandbox.workers, self.remote)
-                for r, v in zip(rs, code.score([CodeJob(r["output"], r["_meta"]) for r in rs]), strict=True):
+                cjobs = [CodeJob(r["output"], r["_meta"], r["_think_open"]) for r in rs]
+                for r, v in zip(rs, code.score(cjobs), strict=True):
                     _apply(r, v)
         self.timings["score_s"] = round(time.time() - t0, 2)
 

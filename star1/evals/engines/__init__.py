@@ -16,7 +16,7 @@ from star1.store import Store
 
 __all__ = ["Engine", "EnginePool", "GenRequest", "GenResult", "ModelHandle", "Sampling"]
 
-_EXECUTION_ONLY = {"name", "batch_size"}  # fields that do not change which engine is needed
+_EXECUTION_ONLY = {"name", "batch_size", "thinking"}  # fields that do not change which engine is needed
 
 
 def engine_identity(cfg: ModelConfig) -> str:

@@ -61,8 +61,20 @@ class GenResult:
     # top-k alternatives of the first few generated tokens: [{decoded_token: logprob}, ...]
     top_logprobs: list[dict[str, float]] | None = None
     error: str | None = None
+    reasoning: str | None = None  # thinking an endpoint returned beside the text (reasoning_content)
     cached: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def output(self) -> str | None:
+        """The whole output as the model wrote it: `reasoning` a server split off put back in front of the
+        text as `<think>\n…\n</think>\n\n`, left open when the model ran out of tokens before answering (a
+        truncated thought); the text stays the final answer."""
+        if not self.reasoning or "<think>" in (self.text or ""):
+            return self.text
+        thought = f"<think>\n{self.reasoning.strip()}"
+        if not (self.text or "").strip() and self.finish_reason == "length":
+            return thought
+        return f"{thought}\n</think>\n\n{(self.text or '').strip()}"
 
 
 class Engine(Protocol):

@@ -5,6 +5,9 @@ Sampling comes from the benchmark's profile: one client per distinct sampling (a
 sample has its own cache key. `repetition_penalty` and `top_k` go in the request body only when they differ
 from the neutral value (vLLM and most open servers accept them; OpenAI's own API does not). Raw prompts
 (Llama Guard's own format) need a vLLM engine: an endpoint gets chat messages.
+
+Thinking a server returns beside the content (`reasoning_content` / `reasoning`: vLLM's reasoning parsers,
+DeepSeek's API) is kept beside it, in `GenResult.reasoning`.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class OpenAIEngine:
             "chat_template_hash": None,
             "tensor_parallel_size": None,
             "data_parallel_size": None,
+            "thinking": self.cfg.thinking,  # auto: from the responses (see run.py)
         }
 
     def generate(self, requests: Iterable[GenRequest]) -> Iterator[GenResult]:
@@ -89,7 +93,13 @@ class OpenAIEngine:
             except LLMCallError as e:
                 return GenResult(r.key, None, error=f"{e.reason}: {e}"[:500])
             return GenResult(
-                r.key, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, cached=c.cached
+                r.key,
+                c.text,
+                c.finish_reason,
+                c.prompt_tokens,
+                c.completion_tokens,
+                reasoning=c.reasoning,
+                cached=c.cached,
             )
 
         try:

@@ -2,7 +2,9 @@
 
 Prompts are rendered and tokenized once, here, by the model's own chat template (no system prompt, the
 generation prompt added, as the paper does), so the in-process engine and the Ray Data engines receive
-identical token ids and the manifest can hash the exact template used.
+identical token ids and the manifest can hash the exact template used. The same rendering says whether the
+prompt ends inside an open `<think>` (DeepSeek-R1-Distill templates add `<think>\n`), which decides where
+an output's final answer starts; the manifest records it as `thinking`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from star1.config import ModelConfig
-from star1.evals.engines.base import GenRequest
+from star1.evals.engines.base import GenRequest, Sampling
 from star1.evals.engines.model_source import ModelSourceError, ResolvedModel, model_hashes
+from star1.evals.scorers.common import ends_in_open_think
 from star1.llm.local_server import cache_root
 
 # hub settings passed on to Ray engine workers (never secrets: workers get those from their own pods)
 PASSED_ON = ("HF_HUB_OFFLINE", "HF_HOME")
+PROBE = "star1-thinking-probe"  # the user turn rendered to see how the template opens the answer
 
 
 def vllm_env() -> dict[str, str]:
@@ -127,6 +131,19 @@ class PromptRenderer:
             ) from None
         self.chat_template: str | None = getattr(self.tok, "chat_template", None)
         self.limit = context_limit(cfg, model)
+        self.thinking = self.template_thinking() if cfg.thinking == "auto" else cfg.thinking
+
+    def template_thinking(self) -> str:
+        """How the chat template leaves the answer: 'open' when the generation prompt it renders after a
+        user turn ends inside an unclosed `<think>` (the output starts mid-thought, as with R1-Distill),
+        else 'tags' when the template knows think tags (the model writes its own, as Qwen3 does), else
+        'none'."""
+        if not self.chat_template:
+            return "none"
+        text = self.text(GenRequest("probe", Sampling(), (("user", PROBE),)))
+        if ends_in_open_think(text[text.rindex(PROBE) + len(PROBE) :]):
+            return "open"
+        return "tags" if "think>" in self.chat_template else "none"
 
     def text(self, req: GenRequest) -> str:
         if req.raw_prompt is not None:
@@ -194,6 +211,7 @@ def describe(cfg: ModelConfig, model: ResolvedModel, renderer: PromptRenderer, b
         "model_path": model.given,
         "model_source": model.source,
         **model_hashes(model, renderer.chat_template),
+        "thinking": renderer.thinking,
         "dtype": cfg.dtype,
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "data_parallel_size": cfg.replicas if backend == "ray" else 1,

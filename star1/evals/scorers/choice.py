@@ -1,15 +1,16 @@
 """Multiple choice (GPQA, MMLU-Pro): the chosen letter from a thinking model's final answer.
 
-Reasoning is removed first (a letter in the scratchpad is not an answer). Then, last match wins, in order of
-trust: `Answer: X` (any case, bold, parentheses), `\\boxed{X}`, "the answer is (X)", "option X", a final line
-that is only the letter. A bare article "A" in prose never counts.
+Reasoning is removed first (a letter in the scratchpad is not an answer; an output that ended mid-thought
+has none: `truncated_thought`, 0). Then, last match wins, in order of trust: `Answer: X` (any case, bold,
+parentheses), `\\boxed{X}`, "the answer is (X)", "option X", a final line that is only the letter. A bare
+article "A" in prose never counts.
 """
 
 from __future__ import annotations
 
 import re
 
-from star1.evals.scorers.common import Verdict, final_answer
+from star1.evals.scorers.common import TRUNCATED_THOUGHT, Verdict, final_answer, thought_unfinished
 
 
 def _patterns(letters: str) -> list[re.Pattern[str]]:
@@ -26,8 +27,8 @@ def _patterns(letters: str) -> list[re.Pattern[str]]:
     ]
 
 
-def extract_letter(text: str | None, n_options: int = 4) -> str | None:
-    answer = final_answer(text)
+def extract_letter(text: str | None, n_options: int = 4, think_open: bool = False) -> str | None:
+    answer = final_answer(text, think_open)
     if not answer:
         return None
     letters = "ABCDEFGHIJKLMNOP"[:n_options]
@@ -38,12 +39,16 @@ def extract_letter(text: str | None, n_options: int = 4) -> str | None:
     return None
 
 
-def score_choice(output: str | None, gold: str | None, n_options: int = 4) -> Verdict:
+def score_choice(
+    output: str | None, gold: str | None, n_options: int = 4, think_open: bool = False
+) -> Verdict:
     if not gold:
         return Verdict("no_gold", None, error="the item has no gold letter")
     if not (output or "").strip():
         return Verdict("empty_output", 0.0)
-    letter = extract_letter(output, n_options)
+    if thought_unfinished(output, think_open):
+        return Verdict(TRUNCATED_THOUGHT, 0.0)
+    letter = extract_letter(output, n_options, think_open)
     if letter is None:
         return Verdict("no_answer", 0.0)
     ok = letter == gold.strip().upper()

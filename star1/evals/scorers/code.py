@@ -17,15 +17,15 @@ from typing import Any
 
 from star1.evals.sandbox import Isolation, Limits, SandboxResult, run_program
 from star1.evals.sandbox.remote import RemoteSandbox
-from star1.evals.scorers.common import Verdict, final_answer
+from star1.evals.scorers.common import TRUNCATED_THOUGHT, Verdict, final_answer, thought_unfinished
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
 
 
-def extract_code(text: str | None, entry_point: str) -> str | None:
-    """The fenced block that defines `entry_point` (else the first fenced block, else the whole answer
-    if it looks like code)."""
-    answer = final_answer(text)
+def extract_code(text: str | None, entry_point: str, think_open: bool = False) -> str | None:
+    """The fenced block of the final answer that defines `entry_point` (else the first fenced block, else
+    the whole answer if it looks like code); None for an output that ended mid-thought."""
+    answer = final_answer(text, think_open)
     if not answer:
         return None
     blocks = [b for b in _FENCE.findall(answer) if b.strip()]
@@ -47,6 +47,7 @@ def program(prompt: str, code: str, test: str, entry_point: str) -> str:
 class CodeJob:
     output: str | None
     meta: dict[str, Any]
+    think_open: bool = False  # the prompt opened a <think> block (see scorers.common)
 
 
 class CodeScorer:
@@ -71,7 +72,9 @@ class CodeScorer:
                 return Verdict("no_tests", None, error=f"the item has no '{k}'")
         if not (job.output or "").strip():
             return Verdict("empty_output", 0.0)
-        code = extract_code(job.output, meta["entry_point"])
+        if thought_unfinished(job.output, job.think_open):
+            return Verdict(TRUNCATED_THOUGHT, 0.0)
+        code = extract_code(job.output, meta["entry_point"], job.think_open)
         if code is None:
             return Verdict("no_code", 0.0)
         return code, program(meta["prompt"], code, meta["test"], meta["entry_point"])

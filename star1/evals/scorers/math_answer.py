@@ -1,5 +1,6 @@
 """Math answers: the last `\\boxed{}` of the final answer (fallbacks: "final answer is", "Answer:", and for
-integer answers the last number), checked against the gold answer with Math-Verify.
+integer answers the last number), checked against the gold answer with Math-Verify. An output that ended
+mid-thought has no answer (`truncated_thought`, 0), whatever its scratchpad holds.
 
 Math-Verify's timeouts are signal based and fail silently off the main thread (in Ray workers every answer
 scores zero), so verification runs in a pool of processes (`pebble`): each check runs on its worker's main
@@ -14,7 +15,7 @@ import re
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from star1.evals.scorers.common import Verdict, final_answer, unscored
+from star1.evals.scorers.common import TRUNCATED_THOUGHT, Verdict, final_answer, thought_unfinished, unscored
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BOXED_BARE = re.compile(r"\\boxed +([^\s$]+)")
@@ -40,9 +41,9 @@ def last_boxed(text: str) -> str | None:
     return bare[-1].strip() if bare else None
 
 
-def extract(text: str | None, integer: bool = False) -> tuple[str | None, str]:
+def extract(text: str | None, integer: bool = False, think_open: bool = False) -> tuple[str | None, str]:
     """(answer, method): boxed, a phrase fallback, the last number (integer answers), or (None, 'none')."""
-    answer = final_answer(text)
+    answer = final_answer(text, think_open)
     if not answer:
         return None, "none"
     boxed = last_boxed(answer)
@@ -86,6 +87,7 @@ def verify_pair(gold: str, pred: str, timeout_s: int = 5) -> tuple[bool | None, 
 class MathJob:
     gold: str | None
     output: str | None
+    think_open: bool = False  # the prompt opened a <think> block (see scorers.common)
 
 
 class MathScorer:
@@ -106,7 +108,10 @@ class MathScorer:
             if not (job.output or "").strip():
                 out[i] = Verdict("empty_output", 0.0, None, error=None)
                 continue
-            pred, _ = extract(job.output, self.integer)
+            if thought_unfinished(job.output, job.think_open):
+                out[i] = Verdict(TRUNCATED_THOUGHT, 0.0)
+                continue
+            pred, _ = extract(job.output, self.integer, job.think_open)
             if pred is None:
                 out[i] = Verdict("no_answer", 0.0, None)
                 continue
