@@ -32,7 +32,8 @@ class RemoteSandbox:
         self.resource, self.allow_none, self.want, self.batch = resource, allow_none, want, batch
 
     def _opts(self) -> dict[str, Any]:
-        return {"num_cpus": 1, "resources": {self.resource: 1}, "max_retries": 1}
+        # one unit of the resource = one CPU of the sandbox group (which advertises CPU 0, so nothing else lands there)
+        return {"num_cpus": 0, "resources": {self.resource: 1}, "max_retries": 1}
 
     def probe(self, wait_s: float = WAIT_S) -> Isolation:
         """The isolation of a node with the resource; RuntimeError naming the resource when none appears."""
