@@ -1,7 +1,9 @@
 """`star1 submit k8s`: --dry-run prints the exact objects (valid against the strict KubeRay schema, no secret
-from the environment in them); against a local HTTP server speaking the Kubernetes API for RayJobs and
-ConfigMaps it creates the RayJob, its ConfigMap (owned by the RayJob), follows the status to the end and exits
-0 / 1; the nightly creator (--manifest) adopts a RayJob its earlier attempt made instead of making another."""
+from the environment in them); against a local HTTP server speaking the Kubernetes API for RayJobs,
+NetworkPolicies and ConfigMaps it creates the RayJob, then the eval's sandbox NetworkPolicy and the ConfigMap
+(owned by the RayJob; no ConfigMap, so no pod, when the policy cannot be made), follows the status to the end
+and exits 0 / 1; the nightly creator (--manifest) adopts a RayJob its earlier attempt made instead of making
+another."""
 
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ PLANTED = {
 
 
 class FakeKube(ThreadingHTTPServer):
-    """Enough of the Kubernetes API for RayJobs and ConfigMaps. `statuses[name]` is the sequence of
-    `status` a RayJob shows on successive reads (the last one stays); `delete_after` reads remove it."""
+    """Enough of the Kubernetes API for RayJobs, ConfigMaps and NetworkPolicies. `statuses[name]` is the
+    sequence of `status` a RayJob shows on successive reads (the last one stays); `delete_after` reads remove
+    it; creating a kind in `forbidden` is refused (403, as RBAC would)."""
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
@@ -37,6 +40,7 @@ class FakeKube(ThreadingHTTPServer):
         self.statuses: dict[str, list[dict]] = {}
         self.delete_after: dict[str, int] = {}
         self.requests: list[tuple[str, str, dict | None]] = []
+        self.forbidden: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -67,6 +71,8 @@ class Handler(BaseHTTPRequestHandler):
             return "rayjobs", parts[4], parts[6] if len(parts) > 6 else None
         if parts[:2] == ["api", "v1"] and parts[2] == "namespaces" and parts[4] == "configmaps":
             return "configmaps", parts[3], parts[5] if len(parts) > 5 else None
+        if parts[:4] == ["apis", "networking.k8s.io", "v1", "namespaces"] and parts[5] == "networkpolicies":
+            return "networkpolicies", parts[4], parts[6] if len(parts) > 6 else None
         return None
 
     def _authorized(self) -> bool:
@@ -83,6 +89,8 @@ class Handler(BaseHTTPRequestHandler):
         kind, ns, _ = self._route() or (None, None, None)
         if kind is None:
             return self._status(404, "NotFound", self.path)
+        if kind in self.server.forbidden:
+            return self._status(403, "Forbidden", f"cannot create resource {kind!r} in namespace {ns!r}")
         key = (kind, ns, body["metadata"]["name"])
         if key in self.server.objects:
             return self._status(409, "AlreadyExists", f'{kind} "{key[2]}" already exists')
