@@ -264,6 +264,49 @@ def test_a_failed_job_exits_1_with_the_reason(kube, tmp_path, star1):
     assert "Failed/FAILED" in r.stderr and "activeDeadlineSeconds reached" in r.stderr
 
 
+def test_eval_dry_run_carries_the_sandbox_policy_first(tmp_path, star1):
+    r = star1("eval", "--dry-run", "--name", "t")
+    assert r.returncode == 0, r.stderr
+    docs = list(yaml.safe_load_all(r.stdout))
+    assert [d["kind"] for d in docs] == ["NetworkPolicy", "ConfigMap", "RayJob"]
+    policy, cm, rj = docs
+    assert policy["metadata"]["name"] == "t-eval-sandbox"
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "t"
+    assert all(valid(d) for d in docs), [validate(d) for d in docs]
+    assert yaml.safe_load(cm["data"]["config.yaml"])["eval"]["sandbox"]["ray_resource"] == "star1_sandbox"
+    groups = {g["groupName"] for g in rj["spec"]["rayClusterSpec"]["workerGroupSpecs"]}
+    assert groups == {"gpu", "sandbox"}
+    off = star1("eval", "--dry-run", "--name", "t", "--helm-set", "jobs.eval.sandbox.enabled=false")
+    assert [d["kind"] for d in yaml.safe_load_all(off.stdout)] == ["ConfigMap", "RayJob"]
+
+
+def test_eval_creates_the_sandbox_policy_before_the_configmap(kube, tmp_path, star1):
+    kube.statuses["t-eval"] = [{**RUNNING, "jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}]
+    r = star1("eval", "--name", "t", "--poll", "0.05")
+    assert r.returncode == 0, r.stderr
+    posts = [(p, b) for m, p, b in kube.requests if m == "POST"]
+    assert [p for p, _ in posts] == [
+        "/apis/ray.io/v1/namespaces/star1/rayjobs",
+        "/apis/networking.k8s.io/v1/namespaces/star1/networkpolicies",
+        "/api/v1/namespaces/star1/configmaps",
+    ]
+    uid = kube.objects[("rayjobs", "star1", "t-eval")]["metadata"]["uid"]
+    owner = {"apiVersion": "ray.io/v1", "kind": "RayJob", "name": "t-eval", "uid": uid}
+    policy = kube.objects[("networkpolicies", "star1", "t-eval-sandbox")]
+    assert policy["metadata"]["ownerReferences"] == [owner]
+    assert kube.objects[("configmaps", "star1", "t-eval-config")]["metadata"]["ownerReferences"] == [owner]
+
+
+def test_no_configmap_and_so_no_pod_when_the_policy_cannot_be_made(kube, tmp_path, star1):
+    kube.forbidden.add("networkpolicies")
+    r = star1("eval", "--name", "t", "--poll", "0.05")
+    assert r.returncode == 1, r.stderr
+    err = " ".join(r.stderr.split())  # the console wraps long lines
+    assert "not its networkpolicy/t-eval-sandbox (cannot create resource 'networkpolicies'" in err, err
+    assert "kubectl -n star1 delete rayjob t-eval" in err, err
+    assert [k[0] for k in kube.objects] == ["rayjobs"]  # every Ray pod mounts the ConfigMap: none starts
+
+
 def test_a_job_deleted_while_running_is_a_failure(kube, tmp_path, star1):
     kube.statuses["t-sft"] = [RUNNING]
     kube.delete_after["t-sft"] = 2
