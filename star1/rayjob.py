@@ -1,8 +1,9 @@
 """KubeRay RayJobs from the chart: build one (the chart's rendering of a single job), create it with the
 `kubernetes` client, and follow its status to a terminal state.
 
-Only `create` and `get` on `rayjobs` (plus `create` on `configmaps` for a job built from the chart) are used,
-so the nightly CronJob's service account needs nothing more.
+Only `create` and `get` on `rayjobs` (plus `create` on `configmaps`, and on `networkpolicies` for an eval with
+the code sandbox group, for a job built from the chart) are used, so the nightly CronJob's service account
+needs nothing more.
 """
 
 from __future__ import annotations
@@ -65,17 +66,21 @@ def chart_values(
 
 def from_chart(
     job: str, values: dict[str, Any], release: str, namespace: str, chart_path: Path | None = None
-) -> tuple[dict, dict]:
-    """The ConfigMap and RayJob the chart renders for `job` (release `release`)."""
+) -> tuple[dict, dict, list[dict]]:
+    """The ConfigMap, RayJob and NetworkPolicies (the eval's code sandbox fence, else none) the chart
+    renders for `job` (release `release`)."""
     if job not in chart.JOBS:
         raise RayJobError(f"unknown job '{job}' (one of {', '.join(chart.JOBS)})")
     objs = chart.objects(chart.render(values, chart=chart_path, release=release, namespace=namespace))
-    by_kind = {o["kind"]: o for o in objs if o["metadata"]["name"].startswith(f"{release}-{job}")}
-    if set(by_kind) != {"ConfigMap", "RayJob"}:
+    mine = [o for o in objs if o["metadata"]["name"].startswith(f"{release}-{job}")]
+    kinds = sorted(o["kind"] for o in mine)
+    policies = [o for o in mine if o["kind"] == "NetworkPolicy"]
+    if [k for k in kinds if k != "NetworkPolicy"] != ["ConfigMap", "RayJob"]:
         raise RayJobError(
-            f"the chart rendered {sorted(by_kind)} for job '{job}', expected ConfigMap + RayJob"
+            f"the chart rendered {kinds} for job '{job}', expected ConfigMap + RayJob (+ NetworkPolicy)"
         )
-    return by_kind["ConfigMap"], by_kind["RayJob"]
+    by_kind = {o["kind"]: o for o in mine}
+    return by_kind["ConfigMap"], by_kind["RayJob"], policies
 
 
 def from_manifest(path: Path, name: str | None, namespace: str | None) -> dict:
@@ -127,7 +132,7 @@ def dump_yaml(docs: list[dict]) -> str:
 
 
 class Kube:
-    """The two API groups used: custom objects (RayJobs) and core (ConfigMaps)."""
+    """The API groups used: custom objects (RayJobs), core (ConfigMaps), networking (NetworkPolicies)."""
 
     def __init__(self, context: str | None = None, api_client: Any = None) -> None:
         from kubernetes import client, config
@@ -141,6 +146,7 @@ class Kube:
             api_client = client.ApiClient()
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.net = client.NetworkingV1Api(api_client)
 
     def get(self, namespace: str, name: str) -> dict | None:
         from kubernetes.client.exceptions import ApiException
@@ -152,9 +158,17 @@ class Kube:
                 return None
             raise
 
-    def create(self, rayjob: dict, configmap: dict | None, say: Callable[[str], None]) -> dict:
+    def create(
+        self,
+        rayjob: dict,
+        configmap: dict | None,
+        say: Callable[[str], None],
+        policies: list[dict] | tuple[dict, ...] = (),
+    ) -> dict:
         """Create the RayJob (or adopt the one of that name: a retried creator makes no second job), then
-        its ConfigMap, owned by the RayJob so both go away together."""
+        its NetworkPolicies, then its ConfigMap, all owned by the RayJob so they go away together. Every Ray
+        pod mounts the ConfigMap, so none starts before the policies exist; when one cannot be made, the
+        ConfigMap is not made either and the job's pods never start."""
         from kubernetes.client.exceptions import ApiException
 
         ns, name = rayjob["metadata"]["namespace"], rayjob["metadata"]["name"]
@@ -168,16 +182,27 @@ class Kube:
             if created is None:
                 raise RayJobError(f"rayjob/{name} exists and vanished while being read") from None
             say(f"rayjob/{name} already exists in {ns}: following it")
+        owner = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "RayJob",
+            "name": name,
+            "uid": created["metadata"]["uid"],
+        }
+        for policy in policies:
+            np = copy.deepcopy(policy)
+            np["metadata"]["ownerReferences"] = [owner]
+            try:
+                self.net.create_namespaced_network_policy(ns, np)
+            except ApiException as e:
+                if e.status != 409:
+                    raise RayJobError(
+                        f"rayjob/{name} was created, but not its networkpolicy/{np['metadata']['name']} "
+                        f"({_reason(e)}): its pods wait for a ConfigMap that was not created either; delete "
+                        f"it with `kubectl -n {ns} delete rayjob {name}`"
+                    ) from None
         if configmap is not None:
             cm = copy.deepcopy(configmap)
-            cm["metadata"]["ownerReferences"] = [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "RayJob",
-                    "name": name,
-                    "uid": created["metadata"]["uid"],
-                }
-            ]
+            cm["metadata"]["ownerReferences"] = [owner]
             try:
                 self.core.create_namespaced_config_map(ns, cm)
             except ApiException as e:

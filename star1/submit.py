@@ -153,14 +153,16 @@ def submit_k8s(
     timeout: float | None = None,
     say: Callable[[str], None] = print,
     kube: Any = None,
+    policies: list[dict] | tuple[dict, ...] = (),
 ) -> int:
-    """Create the RayJob (and its ConfigMap), then follow it to a terminal state; returns the exit code."""
+    """Create the RayJob (and its NetworkPolicies and ConfigMap), then follow it to a terminal state; returns
+    the exit code."""
     from star1.rayjob import Kube
     from star1.rayjob import follow as follow_rayjob
 
     kube = kube or Kube(context)
     ns, name = rayjob["metadata"]["namespace"], rayjob["metadata"]["name"]
-    kube.create(rayjob, configmap, say)
+    kube.create(rayjob, configmap, say, policies)
     if not follow:
         say(
             f"follow it: kubectl -n {ns} get rayjob {name} -w; driver log: kubectl -n {ns} logs -f job/{name}"

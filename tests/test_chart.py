@@ -79,6 +79,7 @@ def test_every_rendered_object_validates(renders, variant):
     assert {"ConfigMap", "RayJob"} <= kinds
     assert ("RayCronJob" in kinds) == (variant == "raycronjob")
     assert ("CronJob" in kinds) == (variant != "raycronjob")
+    assert "NetworkPolicy" in kinds  # the code sandbox's fence (tests/test_chart_sandbox.py)
     problems = [p for o in objs + embedded(objs) for p in validate(o)]
     assert not problems, "\n".join(problems)
 
@@ -139,7 +140,7 @@ def test_gpu_pools_scale_from_zero_and_the_head_has_no_gpu(renders):
 def test_eval_group_is_sized_for_dp_times_tp(dp, tp, gpus, pods):
     values = {"jobs": {"eval": {"parallelism": {"dp": dp, "tp": tp}, "workers": {"gpu": {"gpus": gpus}}}}}
     rj = next(o for o in chart.objects(chart.render(values)) if o["metadata"]["name"] == "star1-eval")
-    (g,) = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    (g,) = [g for g in rj["spec"]["rayClusterSpec"]["workerGroupSpecs"] if g["groupName"] == "gpu"]
     assert g["maxReplicas"] == pods and g["minReplicas"] == 0
 
 

@@ -1,7 +1,9 @@
 """`star1 submit k8s`: --dry-run prints the exact objects (valid against the strict KubeRay schema, no secret
-from the environment in them); against a local HTTP server speaking the Kubernetes API for RayJobs and
-ConfigMaps it creates the RayJob, its ConfigMap (owned by the RayJob), follows the status to the end and exits
-0 / 1; the nightly creator (--manifest) adopts a RayJob its earlier attempt made instead of making another."""
+from the environment in them); against a local HTTP server speaking the Kubernetes API for RayJobs,
+NetworkPolicies and ConfigMaps it creates the RayJob, then the eval's sandbox NetworkPolicy and the ConfigMap
+(owned by the RayJob; no ConfigMap, so no pod, when the policy cannot be made), follows the status to the end
+and exits 0 / 1; the nightly creator (--manifest) adopts a RayJob its earlier attempt made instead of making
+another."""
 
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ PLANTED = {
 
 
 class FakeKube(ThreadingHTTPServer):
-    """Enough of the Kubernetes API for RayJobs and ConfigMaps. `statuses[name]` is the sequence of
-    `status` a RayJob shows on successive reads (the last one stays); `delete_after` reads remove it."""
+    """Enough of the Kubernetes API for RayJobs, ConfigMaps and NetworkPolicies. `statuses[name]` is the
+    sequence of `status` a RayJob shows on successive reads (the last one stays); `delete_after` reads remove
+    it; creating a kind in `forbidden` is refused (403, as RBAC would)."""
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
@@ -37,6 +40,7 @@ class FakeKube(ThreadingHTTPServer):
         self.statuses: dict[str, list[dict]] = {}
         self.delete_after: dict[str, int] = {}
         self.requests: list[tuple[str, str, dict | None]] = []
+        self.forbidden: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -67,6 +71,8 @@ class Handler(BaseHTTPRequestHandler):
             return "rayjobs", parts[4], parts[6] if len(parts) > 6 else None
         if parts[:2] == ["api", "v1"] and parts[2] == "namespaces" and parts[4] == "configmaps":
             return "configmaps", parts[3], parts[5] if len(parts) > 5 else None
+        if parts[:4] == ["apis", "networking.k8s.io", "v1", "namespaces"] and parts[5] == "networkpolicies":
+            return "networkpolicies", parts[4], parts[6] if len(parts) > 6 else None
         return None
 
     def _authorized(self) -> bool:
@@ -83,6 +89,8 @@ class Handler(BaseHTTPRequestHandler):
         kind, ns, _ = self._route() or (None, None, None)
         if kind is None:
             return self._status(404, "NotFound", self.path)
+        if kind in self.server.forbidden:
+            return self._status(403, "Forbidden", f"cannot create resource {kind!r} in namespace {ns!r}")
         key = (kind, ns, body["metadata"]["name"])
         if key in self.server.objects:
             return self._status(409, "AlreadyExists", f'{kind} "{key[2]}" already exists')
@@ -254,6 +262,49 @@ def test_a_failed_job_exits_1_with_the_reason(kube, tmp_path, star1):
     r = star1("eval", "--name", "t", "--poll", "0.05")
     assert r.returncode == 1, r.stderr
     assert "Failed/FAILED" in r.stderr and "activeDeadlineSeconds reached" in r.stderr
+
+
+def test_eval_dry_run_carries_the_sandbox_policy_first(tmp_path, star1):
+    r = star1("eval", "--dry-run", "--name", "t")
+    assert r.returncode == 0, r.stderr
+    docs = list(yaml.safe_load_all(r.stdout))
+    assert [d["kind"] for d in docs] == ["NetworkPolicy", "ConfigMap", "RayJob"]
+    policy, cm, rj = docs
+    assert policy["metadata"]["name"] == "t-eval-sandbox"
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "t"
+    assert all(valid(d) for d in docs), [validate(d) for d in docs]
+    assert yaml.safe_load(cm["data"]["config.yaml"])["eval"]["sandbox"]["ray_resource"] == "star1_sandbox"
+    groups = {g["groupName"] for g in rj["spec"]["rayClusterSpec"]["workerGroupSpecs"]}
+    assert groups == {"gpu", "sandbox"}
+    off = star1("eval", "--dry-run", "--name", "t", "--helm-set", "jobs.eval.sandbox.enabled=false")
+    assert [d["kind"] for d in yaml.safe_load_all(off.stdout)] == ["ConfigMap", "RayJob"]
+
+
+def test_eval_creates_the_sandbox_policy_before_the_configmap(kube, tmp_path, star1):
+    kube.statuses["t-eval"] = [{**RUNNING, "jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}]
+    r = star1("eval", "--name", "t", "--poll", "0.05")
+    assert r.returncode == 0, r.stderr
+    posts = [(p, b) for m, p, b in kube.requests if m == "POST"]
+    assert [p for p, _ in posts] == [
+        "/apis/ray.io/v1/namespaces/star1/rayjobs",
+        "/apis/networking.k8s.io/v1/namespaces/star1/networkpolicies",
+        "/api/v1/namespaces/star1/configmaps",
+    ]
+    uid = kube.objects[("rayjobs", "star1", "t-eval")]["metadata"]["uid"]
+    owner = {"apiVersion": "ray.io/v1", "kind": "RayJob", "name": "t-eval", "uid": uid}
+    policy = kube.objects[("networkpolicies", "star1", "t-eval-sandbox")]
+    assert policy["metadata"]["ownerReferences"] == [owner]
+    assert kube.objects[("configmaps", "star1", "t-eval-config")]["metadata"]["ownerReferences"] == [owner]
+
+
+def test_no_configmap_and_so_no_pod_when_the_policy_cannot_be_made(kube, tmp_path, star1):
+    kube.forbidden.add("networkpolicies")
+    r = star1("eval", "--name", "t", "--poll", "0.05")
+    assert r.returncode == 1, r.stderr
+    err = " ".join(r.stderr.split())  # the console wraps long lines
+    assert "not its networkpolicy/t-eval-sandbox (cannot create resource 'networkpolicies'" in err, err
+    assert "kubectl -n star1 delete rayjob t-eval" in err, err
+    assert [k[0] for k in kube.objects] == ["rayjobs"]  # every Ray pod mounts the ConfigMap: none starts
 
 
 def test_a_job_deleted_while_running_is_a_failure(kube, tmp_path, star1):

@@ -143,7 +143,7 @@ def k8s(
         console.print("[red]error:[/red] give a JOB (curate, sft, eval) or --manifest FILE, not both")
         raise typer.Exit(2)
     try:
-        configmap = None
+        configmap, policies = None, []
         if manifest is not None:
             rayjob = from_manifest(manifest, name, namespace)
         else:
@@ -157,18 +157,19 @@ def k8s(
                 config_yaml = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
             vals = chart_values(job, list(values or []), list(helm_set or []), config_yaml)
             release = name or f"star1-{stamp()[4:]}"
-            configmap, rayjob = from_chart(job, vals, release, namespace, chart)
+            configmap, rayjob, policies = from_chart(job, vals, release, namespace, chart)
     except (RayJobError, ChartError, ConfigError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     if dry_run:
-        docs = [d for d in (configmap, rayjob) if d is not None]
+        docs = [*policies, *(d for d in (configmap, rayjob) if d is not None)]
         sys.stdout.write(dump_yaml(docs))
         return
     try:
         code = submit_k8s(
             rayjob,
             configmap,
+            policies=policies,
             context=context,
             follow=not no_wait,
             poll=poll,

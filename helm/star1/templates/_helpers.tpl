@@ -152,7 +152,9 @@ plain extras; arg: (dict "root" $ "job" KEY "extra" LIST-OF-ENV-MAPS)
 {{/*
 The run config a job reads: configYaml (the whole config as text, e.g. --set-file) or config, over
 run_name star1-<job> (stable, so a resubmitted job resumes and skips finished stages) and the chart's S3 store. A store that is not s3:// would vanish with the pod, so it is refused.
-arg: (dict "root" $ "component" JOB "where" VALUES-PATH "config" MAP "configYaml" TEXT)
+With "sandbox" (the Ray resource of the cluster's code sandbox group), eval.sandbox.ray_resource is set to it,
+merged into whatever eval.sandbox the config has: generated code then runs only on the sandbox pods.
+arg: (dict "root" $ "component" JOB "where" VALUES-PATH "config" MAP "configYaml" TEXT ["sandbox" RESOURCE])
 */}}
 {{- define "star1.configYaml" -}}
 {{- $cfg := deepCopy (.config | default dict) -}}
@@ -164,6 +166,23 @@ arg: (dict "root" $ "component" JOB "where" VALUES-PATH "config" MAP "configYaml
 {{- end -}}
 {{- $base := dict "run_name" (printf "star1-%s" .component) "store" (dict "uri" (include "star1.storeUri" .root)) -}}
 {{- $merged := mergeOverwrite $base $cfg -}}
+{{- with .sandbox -}}
+{{- $eval := get $merged "eval" | default dict -}}
+{{- if ne (kindOf $eval) "map" -}}
+{{- fail (printf "%s: eval is not a mapping" $.where) -}}
+{{- end -}}
+{{- $sb := get $eval "sandbox" | default dict -}}
+{{- if ne (kindOf $sb) "map" -}}
+{{- fail (printf "%s: eval.sandbox is not a mapping" $.where) -}}
+{{- end -}}
+{{- $have := get $sb "ray_resource" | default "" | toString -}}
+{{- if and $have (ne $have .) -}}
+{{- fail (printf "%s: eval.sandbox.ray_resource is %q, but the chart's sandbox worker group advertises %q: drop the key (the chart sets it) or disable jobs.eval.sandbox" $.where $have .) -}}
+{{- end -}}
+{{- $_ := set $sb "ray_resource" . -}}
+{{- $_ = set $eval "sandbox" $sb -}}
+{{- $_ = set $merged "eval" $eval -}}
+{{- end -}}
 {{- $yaml := toYaml $merged -}}
 {{- include "star1.noSecrets" (list .where $yaml) -}}
 {{- range regexFindAll "(?m)^[ -]*[A-Za-z0-9_.-]+:" $yaml -1 -}}
@@ -199,6 +218,9 @@ must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap
 {{- define "star1.workerGroups" -}}
 {{- $root := .root -}}
 {{- $ctx := . -}}
+{{- if and (dig "sandbox" "enabled" false .job) (hasKey .job.workers "sandbox") }}
+{{- fail (printf "jobs.%s.workers.sandbox: the name is taken by the code sandbox group (jobs.%s.sandbox); rename the group" .key .key) }}
+{{- end }}
 {{- range $group, $g := .job.workers }}
 {{- $max := $g.maxReplicas -}}
 {{- $gpus := int ($g.gpus | default 0) -}}
@@ -389,16 +411,27 @@ rayClusterSpec:
           {{- include "star1.volumes" (dict "configMap" .configMap "shm" $v.head.shmSize) | nindent 10 }}
   workerGroupSpecs:
     {{- include "star1.workerGroups" (dict "root" $root "key" .key "job" .job "configMap" .configMap "image" $image) | trim | nindent 4 }}
+    {{- if dig "sandbox" "enabled" false .job }}
+    {{- include "star1.sandboxGroup" (dict "root" $root "key" .key "job" .job "configMap" .configMap) | trim | nindent 4 }}
+    {{- end }}
 {{- end -}}
 
-{{/* A job's ConfigMap + RayJob, the body of templates/<job>.yaml; arg: (list $ KEY) */}}
+{{/*
+A job's objects, the body of templates/<job>.yaml: the sandbox NetworkPolicy when the job has the sandbox group
+(first, so that `kubectl apply -f` makes it before any pod), the ConfigMap, the RayJob; arg: (list $ KEY)
+*/}}
 {{- define "star1.jobManifests" -}}
 {{- $root := index . 0 -}}
 {{- $key := index . 1 -}}
 {{- $job := index $root.Values.jobs $key -}}
 {{- if $job.enabled -}}
 {{- $name := include "star1.name" (list $root $key 47) -}}
-{{- include "star1.configMap" (dict "root" $root "name" $name "component" $key "where" (printf "jobs.%s" $key) "config" $job.config "configYaml" $job.configYaml) }}
+{{- $sandbox := include "star1.sandboxResourceFor" $job -}}
+{{- if $sandbox }}
+{{- include "star1.sandboxNetworkPolicy" (dict "root" $root "name" $name "component" $key "job" $job) }}
+---
+{{ end }}
+{{- include "star1.configMap" (dict "root" $root "name" $name "component" $key "where" (printf "jobs.%s" $key) "config" $job.config "configYaml" $job.configYaml "sandbox" $sandbox) }}
 ---
 apiVersion: ray.io/v1
 kind: RayJob
