@@ -79,7 +79,13 @@ def eval_cmd(
     ] = None,
     run_name: Annotated[str | None, typer.Option("--run-name", help="folder under eval/")] = None,
     benchmarks: Annotated[
-        str | None, typer.Option("--benchmarks", "-b", help="comma-separated names or groups")
+        str | None,
+        typer.Option(
+            "--benchmarks",
+            "-b",
+            help="comma-separated names or groups: paper (the paper's 10), safety, overrefusal, "
+            "reasoning, all (default: eval.benchmarks)",
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="first N items per benchmark")] = None,
 ) -> None:
