@@ -183,9 +183,9 @@ def test_cli_eval_and_did_you_mean(server, tmp_path):
     assert ok.exit_code == 0, ok.output
     assert "t_mcq" in ok.output and "eval/target/summary.json" in ok.output
     bad = runner.invoke(app, ["eval", "-c", str(cfg_path), "--benchmarks", "t_mqc"])
-    assert bad.exit_code == 1 and "did you mean t_mcq" in bad.output
-    listing = runner.invoke(app, ["benchmarks"])
-    assert listing.exit_code == 0 and "demo_xstest" in listing.output
+    assert bad.exit_code == 2 and "did you mean t_mcq" in bad.output  # a config error
+    listing = runner.invoke(app, ["benchmarks", "-c", str(cfg_path)])  # the config's eval.registry
+    assert listing.exit_code == 0 and "t_mcq" in listing.output
 
 
 def test_sigkilled_eval_resumes_without_redoing_stored_work(server, tmp_path):

@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from star1.cli.common import (
+    EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_INCOMPLETE,
     ConfigOpt,
@@ -79,7 +80,10 @@ def collect(
                 log=lambda m: console.print(m, highlight=False),
                 progress=progress,
             )
-        except (SourceError, ConfigError) as e:
+        except ConfigError as e:  # an unknown source, a name both source and eval set, …
+            console.print(f"[red]config error:[/red] {e}")
+            raise typer.Exit(EXIT_CONFIG) from None
+        except SourceError as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(1) from None
     c = result.manifest.counts["total"]
@@ -107,7 +111,10 @@ def _run_stages(
     except StageFailed as e:
         console.print(f"[red]failed:[/red] {e}")
         raise typer.Exit(EXIT_FAILED) from None
-    except (SourceError, ConfigError, FileNotFoundError, LLMCallError, RuntimeError, TimeoutError) as e:
+    except ConfigError as e:  # an unconfigured role, an unknown source, a training setup error, …
+        console.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    except (SourceError, FileNotFoundError, LLMCallError, RuntimeError, TimeoutError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from star1.cli.common import ConfigOpt, ForceOpt, SetOpt, app, console, load, open_store
+from star1.cli.common import EXIT_CONFIG, ConfigOpt, ForceOpt, SetOpt, app, console, load, open_store
 from star1.config import ConfigError, Star1Config
 
 if TYPE_CHECKING:
@@ -78,7 +79,13 @@ def eval_cmd(
     ] = None,
     run_name: Annotated[str | None, typer.Option("--run-name", help="folder under eval/")] = None,
     benchmarks: Annotated[
-        str | None, typer.Option("--benchmarks", "-b", help="comma-separated names or groups")
+        str | None,
+        typer.Option(
+            "--benchmarks",
+            "-b",
+            help="comma-separated names or groups: paper (the paper's 10), safety, overrefusal, "
+            "reasoning, all (default: eval.benchmarks)",
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="first N items per benchmark")] = None,
 ) -> None:
@@ -103,7 +110,10 @@ def eval_cmd(
         result = run_eval(
             cfg, store, run_name=run_name, force=force, log=lambda m: console.print(m, highlight=False)
         )
-    except (ConfigError, BenchmarkError, FileNotFoundError, RuntimeError) as e:
+    except ConfigError as e:  # eval.model unset, an unknown benchmark, a bad registry, …
+        console.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    except (BenchmarkError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
     report([result])
@@ -111,16 +121,33 @@ def eval_cmd(
 
 
 @app.command(name="benchmarks")
-def benchmarks_cmd(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """List the benchmarks of the registry (built-in, or eval.registry)."""
-    cfg = load(config, set_)
-    from star1.evals.registry import load_registry
+def benchmarks_cmd(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="run config whose eval.registry to list (default: the built-in one)"
+        ),
+    ] = None,
+    set_: SetOpt = None,
+) -> None:
+    """List the benchmarks of a registry: the built-in one, or with --config the config's eval.registry."""
+    from star1.evals.registry import BUILTIN, load_registry
     from star1.evals.run import registry_path
 
-    table = Table()
-    for col in ("name", "kind", "items", "profile", "max tokens", "scorer", "paper"):
+    # without --config: the built-in registry, not the bundled demo's three small benchmarks
+    cfg = load(config, ([] if config else ["eval.registry=null"]) + list(set_ or []))
+    path = registry_path(cfg)
+    try:
+        specs = load_registry(path)
+    except ConfigError as e:
+        console.print(f"[red]config error:[/red] eval.registry: {e}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    title = f"registry: {path}" if path else f"built-in registry (star1/evals/{BUILTIN.name})"
+    table = Table(title=title, title_justify="left")
+    table.add_column("name", no_wrap=True, min_width=max((len(n) for n in specs), default=4))
+    for col in ("kind", "items", "profile", "max tokens", "scorer", "paper"):
         table.add_column(col)
-    for spec in load_registry(registry_path(cfg)).values():
+    for spec in specs.values():
         table.add_row(
             spec.name, spec.kind, str(spec.expected_items or "?"), spec.profile,
             str(spec.max_tokens or (8000 if spec.profile == "safety" else 16384)), spec.scorer,
@@ -142,7 +169,10 @@ def pipeline_evals(cfg: Star1Config, store: Store, force: bool = False) -> None:
 
             console.print(init_ray(cfg.ray))
         results = evaluate_pipeline_models(cfg, store, force, log=lambda m: console.print(m, highlight=False))
-    except (ConfigError, BenchmarkError, FileNotFoundError, RuntimeError) as e:
+    except ConfigError as e:
+        console.print(f"[red]config error:[/red] {e}")
+        raise typer.Exit(EXIT_CONFIG) from None
+    except (BenchmarkError, FileNotFoundError, RuntimeError) as e:
         console.print(f"[red]eval error:[/red] {e}")
         raise typer.Exit(1) from None
     for r in results:  # the scorecard below shows the scores

@@ -149,7 +149,7 @@ class EvalConfig(Strict):
     benchmarks: list[str] = Field(
         default_factory=lambda: ["paper"],
         min_length=1,
-        description="names, or groups: paper (the paper's 9), safety, reasoning, all",
+        description="names, or groups: paper (the paper's 10), safety, overrefusal, reasoning, all",
     )
     limit: int | None = Field(None, gt=0, description="first N items per benchmark (smoke runs)")
     model: ModelConfig | None = None

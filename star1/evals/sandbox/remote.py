@@ -32,7 +32,7 @@ class RemoteSandbox:
         self.resource, self.allow_none, self.want, self.batch = resource, allow_none, want, batch
 
     def _opts(self) -> dict[str, Any]:
-        # a unit of the resource is one CPU of the sandbox group, which advertises CPU 0 (nothing else lands there)
+        # a unit of the resource is one CPU of the sandbox group, which advertises CPU 0
         return {"num_cpus": 0, "resources": {self.resource: 1}, "max_retries": 1}
 
     def probe(self, wait_s: float = WAIT_S) -> Isolation:
