@@ -189,26 +189,35 @@ class Kube:
             "uid": created["metadata"]["uid"],
         }
         for policy in policies:
-            np = copy.deepcopy(policy)
-            np["metadata"]["ownerReferences"] = [owner]
-            try:
-                self.net.create_namespaced_network_policy(ns, np)
-            except ApiException as e:
-                if e.status != 409:
-                    raise RayJobError(
-                        f"rayjob/{name} was created, but not its networkpolicy/{np['metadata']['name']} "
-                        f"({_reason(e)}): its pods wait for a ConfigMap that was not created either; delete "
-                        f"it with `kubectl -n {ns} delete rayjob {name}`"
-                    ) from None
+            what = f"networkpolicy/{policy['metadata']['name']}"
+            _create_owned(self.net.create_namespaced_network_policy, ns, policy, owner, lambda e, w=what: (
+                f"rayjob/{name} was created, but not its {w} ({_reason(e)}): its pods wait for a ConfigMap "
+                f"that was not created either; delete it with `kubectl -n {ns} delete rayjob {name}`"
+            ))  # fmt: skip
         if configmap is not None:
-            cm = copy.deepcopy(configmap)
-            cm["metadata"]["ownerReferences"] = [owner]
-            try:
-                self.core.create_namespaced_config_map(ns, cm)
-            except ApiException as e:
-                if e.status != 409:
-                    raise RayJobError(f"creating configmap/{cm['metadata']['name']}: {_reason(e)}") from None
+            what = f"configmap/{configmap['metadata']['name']}"
+            _create_owned(self.core.create_namespaced_config_map, ns, configmap, owner,
+                          lambda e, w=what: f"creating {w}: {_reason(e)}")  # fmt: skip
         return created
+
+
+def _create_owned(
+    create: Callable[[str, dict[str, Any]], Any],
+    ns: str,
+    obj: dict[str, Any],
+    owner: dict[str, Any],
+    message: Callable[[Any], str],
+) -> None:
+    """Create a copy of `obj` owned by `owner` (garbage-collected with it); an existing one is kept."""
+    from kubernetes.client.exceptions import ApiException
+
+    owned = copy.deepcopy(obj)
+    owned["metadata"]["ownerReferences"] = [owner]
+    try:
+        create(ns, owned)
+    except ApiException as e:
+        if e.status != 409:
+            raise RayJobError(message(e)) from None
 
 
 def _reason(e: Any) -> str:
