@@ -182,7 +182,9 @@ def _embed_with_ray(
 ) -> None:
     import ray
 
-    cpus = cfg.cpus_per_actor or max(1, int(ray.available_resources().get("CPU", 1)) // cfg.actors)
+    # from the cluster's size, not what is free this instant: the thread count changes the float sums, and the
+    # same inputs must give the same bytes whatever else ran a moment before
+    cpus = cfg.cpus_per_actor or max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.actors)
     ds = ray.data.from_items([{"key": k, "texts": t} for k, t in work], override_num_blocks=len(work))
     out = ds.map_batches(
         _ChunkActor,
