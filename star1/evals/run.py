@@ -278,7 +278,7 @@ class _Run:
                     )
                     guard_pending.append(Pending(row, req))
                 elif kind == "overrefusal":
-                    if v := unanswered(row["output"], think, (row["_label"] or "").lower() == "unsafe"):
+                    if v := unanswered(row["output"], think, is_unsafe(row["_label"])):
                         _apply(row, v)
                         continue
                     first = self.refusal.first_stage(row)

@@ -42,12 +42,11 @@ from star1.evals.sandbox.isolation import (
     bwrap_command,
     detect,
 )
+from star1.evals.sandbox.launcher import BLOCKED_EXIT, LAYERS, MARK
 
 __all__ = ["Isolation", "IsolationError", "Limits", "SandboxResult", "detect", "run_program"]
 
 LAUNCHER_SOURCE = Path(__file__).with_name("launcher.py")
-BLOCKED_EXIT = 97
-MARK = "STAR1-SANDBOX-BLOCKED:"
 PROGRAM = "program.py"
 
 
@@ -210,9 +209,9 @@ def _kill(proc: subprocess.Popen) -> None:
 def _verdict(rc: int | None, out: bytes, err: bytes, why: str, finished: bool) -> SandboxResult:
     stdout = out.decode("utf-8", "replace")[-4000:]
     lines = err.decode("utf-8", "replace").splitlines()
-    layer_lines = [ln for ln in lines if ln.startswith("STAR1-SANDBOX-LAYERS:")]
+    layer_lines = [ln for ln in lines if ln.startswith(LAYERS)]
     layers = tuple(layer_lines[0].split(":", 1)[1].strip().split(",")) if layer_lines else ()
-    stderr = "\n".join(ln for ln in lines if not ln.startswith("STAR1-SANDBOX-LAYERS:")).strip()
+    stderr = "\n".join(ln for ln in lines if not ln.startswith(LAYERS)).strip()
     tail = stderr[-4000:]
     if why.startswith("printed"):
         return SandboxResult("output_limit", rc, why, layers, stdout)

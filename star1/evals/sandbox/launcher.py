@@ -15,6 +15,7 @@ import sys
 
 BLOCKED_EXIT = 97
 MARK = "STAR1-SANDBOX-BLOCKED:"
+LAYERS = "STAR1-SANDBOX-LAYERS:"
 RUN_NAME = "star1_sandboxed_program"  # never "__main__": a solution's `if __name__ == "__main__":` stays off
 
 # --------------------------------------------------------------------------------------------- seccomp (BPF)
@@ -207,7 +208,7 @@ def main():
     if spec["audit_hook"]:
         sys.addaudithook(audit_hook(workdir))
         layers.append("audit_hook")
-    os.write(2, f"STAR1-SANDBOX-LAYERS: {','.join(layers)}\n".encode())
+    os.write(2, f"{LAYERS} {','.join(layers)}\n".encode())
     try:
         runpy.run_path(spec["program"], run_name=RUN_NAME)
     except SystemExit as e:  # sys.exit / unittest.main() before the tests finished is not a pass
