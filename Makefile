@@ -20,7 +20,7 @@ lint: setup
 
 # Re-render k8s/ from helm/star1 with default values (tests/test_chart.py keeps them identical).
 k8s: setup
-	python -m star1.chart write
+	python -m star1.deploy.chart write
 
 bench-collect: setup
 	python bench/collect.py

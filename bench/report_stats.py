@@ -24,10 +24,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from star1.evals import synthetic as syn  # noqa: E402
-from star1.evals.compare import GateSettings, compare_runs  # noqa: E402
-from star1.evals.runs import open_run  # noqa: E402
-from star1.evals.stats import mcnemar_exact, paired_bootstrap  # noqa: E402
+from star1.report import synthetic as syn  # noqa: E402
+from star1.report.compare import GateSettings, compare_runs  # noqa: E402
+from star1.report.runs import open_run  # noqa: E402
+from star1.report.stats import mcnemar_exact, paired_bootstrap  # noqa: E402
 from star1.store import Store  # noqa: E402
 
 ALPHA = 0.05

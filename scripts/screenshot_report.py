@@ -199,11 +199,11 @@ def build_demo(store_dir: Path, nights: int = 8) -> tuple[Any, list[Any]]:
     same per-item verdicts with 1-2 % of items flipping both ways as noise, and on the fifth night a planted
     drop (WildJailbreak −9 points, WildChat −2). Every night is compared with the STAR-1 run."""
     sys.path.insert(0, str(ROOT))
-    from star1.evals import history
-    from star1.evals import synthetic as syn
-    from star1.evals.compare import GateSettings, compare_runs
-    from star1.evals.published import select_published
-    from star1.evals.runs import open_run
+    from star1.report import history
+    from star1.report import synthetic as syn
+    from star1.report.compare import GateSettings, compare_runs
+    from star1.report.published import select_published
+    from star1.report.runs import open_run
     from star1.store import Store
 
     store = Store.from_uri(str(store_dir))
@@ -292,7 +292,7 @@ def shoot(out_dir: Path, chromium: str = CHROMIUM) -> dict[str, dict[str, Any]]:
     """Render the demo scorecard and trend pages into `out_dir` and screenshot each beside it (`*.png`);
     returns what Chromium saw on each page."""
     sys.path.insert(0, str(ROOT))
-    from star1.evals.report import render_history, render_scorecard
+    from star1.report.render import render_history, render_scorecard
     from star1.store import Store
 
     out_dir.mkdir(parents=True, exist_ok=True)

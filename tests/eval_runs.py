@@ -4,7 +4,7 @@ without stderr)."""
 
 from __future__ import annotations
 
-from star1.evals import synthetic as syn
+from star1.report import synthetic as syn
 from star1.store import Store
 
 HARM = ["violence", "privacy", "self_harm", "illicit"]

@@ -9,10 +9,10 @@ import re
 import pytest
 import yaml
 
-from star1 import chart
-from star1.chart import ChartError
 from star1.config import parse_config
-from star1.submit import SECRET_NAME
+from star1.deploy import chart
+from star1.deploy.chart import ChartError
+from star1.deploy.submit import SECRET_NAME
 from tests.k8s_validation import (
     autoscaler_problems,
     embedded,
@@ -150,7 +150,7 @@ def test_lifecycle_defaults_are_set(renders):
         assert spec["backoffLimit"] >= 0 and spec["submitterConfig"]["backoffLimit"] >= 0
         assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] >= 0
         # the driver log and run manifest go to S3 before the job (and so the cluster) ends
-        assert spec["entrypoint"].startswith("python -m star1.runlog --to s3://star1/runs/_runs/")
+        assert spec["entrypoint"].startswith("python -m star1.deploy.runlog --to s3://star1/runs/_runs/")
     for spec in rayjob_specs(renders["nightly-rules"]):
         rules = spec["deletionStrategy"]["deletionRules"]
         assert "shutdownAfterJobFinishes" not in spec
@@ -354,7 +354,7 @@ def test_entrypoints_survive_kuberay_submission(renders, tmp_path):
         submit = f"ray job submit --address http://x:8265 -- {o['spec']['entrypoint']} ;"
         out = subprocess.run(["bash", "-c", submit], env=env, capture_output=True, text=True, check=True)
         argv = json.loads(out.stdout)
-        assert argv[:2] == ["-m", "star1.runlog"] and argv[argv.index("--") + 1 : -1] == ["sh", "-c"]
+        assert argv[:2] == ["-m", "star1.deploy.runlog"] and argv[argv.index("--") + 1 : -1] == ["sh", "-c"]
         assert sh(argv[-1]) == sh(command), key  # the job runs exactly what the values say
         seen.add(key)
     assert seen == {"curate", "sft", "eval", "nightly"}

@@ -12,9 +12,9 @@ import re
 import pytest
 import yaml
 
-from star1 import chart
-from star1.chart import ChartError
 from star1.config import parse_config
+from star1.deploy import chart
+from star1.deploy.chart import ChartError
 from tests.k8s_validation import embedded, pod_templates, restricted_problems, validate
 
 RESOURCE = "star1_sandbox"

@@ -37,15 +37,14 @@ def test_unknown_source_exits_2_naming_it(tmp_path, command):
 
 
 def test_training_setup_error_inside_pipeline_exits_2(tmp_path, monkeypatch):
-    """The stages before `train` stand in (they need model servers); `train` is the real one."""
-    import star1.stages.pipeline as pipeline
-
-    real = pipeline.run_stage
+    """The data stages before `train` stand in (they need model servers); `train` is the real one."""
+    import star1.stages.runner as runner_mod
 
     def run_stage(name, *args, **kwargs):
-        return real(name, *args, **kwargs) if name == "train" else SimpleNamespace(name=name)
+        assert name != "train", "the data-stage runner never runs training"
+        return SimpleNamespace(name=name)
 
-    monkeypatch.setattr(pipeline, "run_stage", run_stage)
+    monkeypatch.setattr(runner_mod, "run_stage", run_stage)
     missing = tmp_path / "no-such-model"
     cfg = _config(tmp_path, f"train: {{model: {missing}, data: [export/star1.parquet]}}\n")
     r = runner.invoke(app, ["pipeline", "-c", str(cfg)])
@@ -54,15 +53,15 @@ def test_training_setup_error_inside_pipeline_exits_2(tmp_path, monkeypatch):
 
 
 def test_training_failure_inside_pipeline_still_exits_1(tmp_path, monkeypatch):
-    import star1.stages.pipeline as pipeline
+    import star1.pipeline as pipeline
+    import star1.stages.runner as runner_mod
     from star1.train.errors import TrainFailed
 
-    def run_stage(name, *args, **kwargs):
-        if name == "train":
-            raise TrainFailed("worker lost")
-        return SimpleNamespace(name=name)
+    def run_train(*args, **kwargs):
+        raise TrainFailed("worker lost")
 
-    monkeypatch.setattr(pipeline, "run_stage", run_stage)
+    monkeypatch.setattr(runner_mod, "run_stage", lambda name, *a, **k: SimpleNamespace(name=name))
+    monkeypatch.setattr(pipeline, "run_train", run_train)
     cfg = _config(tmp_path, "train: {model: local, data: [export/star1.parquet]}\n")
     r = runner.invoke(app, ["pipeline", "-c", str(cfg)])
     assert r.exit_code == 1 and "worker lost" in r.output

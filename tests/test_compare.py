@@ -11,11 +11,11 @@ from scipy.stats import binomtest
 from typer.testing import CliRunner
 
 from star1.cli import app
-from star1.evals import history
-from star1.evals import synthetic as syn
-from star1.evals.compare import EXIT_INCOMPARABLE, EXIT_OK, EXIT_REGRESSION, GateSettings, compare_runs
-from star1.evals.runs import RunError, open_run
-from star1.evals.stats import adjust, item_estimate, mcnemar_exact, paired_bootstrap
+from star1.report import history
+from star1.report import synthetic as syn
+from star1.report.compare import EXIT_INCOMPARABLE, EXIT_OK, EXIT_REGRESSION, GateSettings, compare_runs
+from star1.report.runs import RunError, open_run
+from star1.report.stats import adjust, item_estimate, mcnemar_exact, paired_bootstrap
 from star1.store import Store
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from star1.stages.pipeline import BENIGN, CURATE, run_stages
+from star1.stages.runner import BENIGN, CURATE, run_stages
 from star1.store import Store
 from tests.fake_llm import FakeLLMServer, Faults
 from tests.scripted import RESPONDERS

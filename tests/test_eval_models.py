@@ -66,14 +66,14 @@ def test_bad_model_paths(tmp_path, bucket):
     assert model_hashes(hub, None)["model_hash"] is None
 
 
-def test_pipeline_finds_the_finetuned_model_only_when_train_completed(tmp_path):
+def test_pipeline_finds_the_finetuned_model_its_train_run_published(tmp_path):
     from star1.config import parse_config
-    from star1.evals.pipeline_step import finetuned_path
+    from star1.pipeline import finetuned_model
     from star1.stage_run import StageRun
 
     store = Store.from_uri(str(tmp_path))
     eval_only = parse_config({"eval": {"model": {"path": "builtin:smollm2"}, "pipeline": {}}})
-    assert finetuned_path(eval_only, store) is None  # no train section, no folder named: base model only
+    assert finetuned_model(eval_only, store) is None  # no train section, no folder named: base model only
     cfg = parse_config(
         {
             "run_name": "r7",
@@ -81,15 +81,19 @@ def test_pipeline_finds_the_finetuned_model_only_when_train_completed(tmp_path):
             "eval": {"model": {"path": "builtin:smollm2"}, "pipeline": {}},
         }
     )
-    assert finetuned_path(cfg, store) is None
+    assert finetuned_model(cfg, store) is None
     _put(store, "train/r7/model", FILES)
-    assert finetuned_path(cfg, store) is None  # files without a complete train manifest: not yet
+    assert finetuned_model(cfg, store) is None  # files without a complete train manifest: not yet
     with StageRun(store, "train/r7", "test", {}, [], ["train/r7/model/config.json"], force=True) as run:
         run.incomplete({}, {}, failures={"rows": 1})
-    assert finetuned_path(cfg, store) is None
+    assert finetuned_model(cfg, store) is None
     with StageRun(store, "train/r7", "test", {}, [], ["train/r7/model/config.json"], force=True) as run:
         run.complete({"model": {"uri": store.url("train/r7/model")}}, {})
-    assert finetuned_path(cfg, store) == "store:train/r7/model"
+    assert finetuned_model(cfg, store) == "store:train/r7/model"  # a manifest without `path`: the layout's
+    _put(store, "train/r7/hf", FILES)
+    with StageRun(store, "train/r7", "test", {}, [], ["train/r7/hf/config.json"], force=True) as run:
+        run.complete({"model": {"uri": store.url("train/r7/hf"), "path": "train/r7/hf"}}, {})
+    assert finetuned_model(cfg, store) == "store:train/r7/hf"  # the folder the run published
     named = cfg.model_copy(deep=True)
     named.eval.pipeline.finetuned = "train/r7/model/"  # an explicit folder: the same run's manifest decides
-    assert finetuned_path(named, store) == "store:train/r7/model"
+    assert finetuned_model(named, store) == "store:train/r7/model"

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from star1.cli import app
-from star1.evals import history
-from star1.evals import synthetic as syn
-from star1.evals.compare import GateSettings, compare_runs
-from star1.evals.runs import open_run
+from star1.report import history
+from star1.report import synthetic as syn
+from star1.report.compare import GateSettings, compare_runs
+from star1.report.runs import open_run
 from star1.store import Store
 from tests.test_scorecard import tables
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from star1.evals import history
-from star1.evals.compare import GateSettings, compare_runs
-from star1.evals.report import render_history, render_scorecard
-from star1.evals.runs import open_run
+from star1.report import history
+from star1.report.compare import GateSettings, compare_runs
+from star1.report.render import render_history, render_scorecard
+from star1.report.runs import open_run
 from star1.store import Store
 from tests.eval_runs import three_runs
 

@@ -1,4 +1,4 @@
-"""`python -m star1.runlog`: the driver log and run manifest land in S3 (moto's real S3 protocol server) while
+"""`python -m star1.deploy.runlog`: the driver log and run manifest land in S3 (moto's real S3 protocol server) while
 the command runs and when it ends; a stop (SIGTERM) reaches the command, is recorded as stopped and exits 143;
 a destination it cannot write fails the run before the command starts."""
 
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def runlog(to: str, *command: str, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "star1.runlog", "--to", to, "--run-id", "r1", *extra, "--", *command],
+        [sys.executable, "-m", "star1.deploy.runlog", "--to", to, "--run-id", "r1", *extra, "--", *command],
         cwd=REPO, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

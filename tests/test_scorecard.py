@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from star1.evals import published, scorecard
-from star1.evals import synthetic as syn
-from star1.evals.report import render_scorecard
 from star1.evals.results import BenchmarkSummary
-from star1.evals.runs import RunError, open_run
+from star1.report import published, scorecard
+from star1.report import synthetic as syn
+from star1.report.render import render_scorecard
+from star1.report.runs import RunError, open_run
 from star1.store import Store
 from tests.eval_runs import three_runs
 

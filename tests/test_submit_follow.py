@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from star1 import submit as submit_mod
-from star1.submit import INTERRUPTED, OK, RaySubmission, submit_ray
+from star1.deploy import submit as submit_mod
+from star1.deploy.submit import INTERRUPTED, OK, RaySubmission, submit_ray
 
 
 class _Status(str):

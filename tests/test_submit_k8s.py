@@ -18,8 +18,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from star1 import chart
 from star1.cli import app
+from star1.deploy import chart
 from tests.k8s_validation import HAVE_SCHEMAS, validate
 
 TOKEN = "fake-cluster-token"

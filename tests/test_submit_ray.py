@@ -148,7 +148,7 @@ def test_collect_job_succeeds_with_artifacts_and_run_record(ray_head, tmp_path):
     assert counts["read"] == 10 and counts["kept"] + counts["rejected"] == counts["read"]
     assert 0 < counts["kept"] < 10
     assert store.read_table(OUTPUTS["pool"]).num_rows == counts["kept"]
-    # the run record shipped by star1.runlog: log, status, the exact config it ran
+    # the run record shipped by star1.deploy.runlog: log, status, the exact config it ran
     (run_id,) = [p.name for p in runs.iterdir()]
     record = Store.from_uri(str(runs / run_id)).read_json("run.json")
     assert record["status"] == "succeeded" and record["exit_code"] == 0

@@ -96,13 +96,13 @@ def _run_stages(
     names: list[str], config: Path | None, set_: list[str] | None, force: bool, accept_failures: bool = False
 ) -> dict:
     from star1.llm.client import LLMCallError
+    from star1.pipeline import run_steps
     from star1.stage_run import StageFailed, StageIncomplete
-    from star1.stages.pipeline import run_stages
 
     cfg = load(config, [*(set_ or []), *(["curate.accept_failures=1.0"] if accept_failures else [])])
     store = open_store(cfg)
     try:
-        return run_stages(
+        return run_steps(
             names, cfg, store, force, cfg.ray.enabled, lambda m: console.print(m, highlight=False)
         )
     except StageIncomplete as e:
@@ -150,7 +150,7 @@ def benign(
     config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, accept: AcceptOpt = False
 ) -> None:
     """Benign add-on: rewrite selected prompts into harmless look-alikes, answer, judge (keep all-5)."""
-    from star1.stages.pipeline import BENIGN
+    from star1.stages.runner import BENIGN
 
     print(_run_stages(list(BENIGN), config, set_, force, accept)["benign_score"].url())
 
@@ -161,10 +161,10 @@ def pipeline(
 ) -> None:
     """Run every stage in order, skipping those whose manifests are current; stop at the first stage that
     is incomplete or fails its checks (exit 3 / 4)."""
-    from star1.stages.pipeline import stage_names
+    from star1.pipeline import step_names
 
     cfg = load(config, set_)
-    results = _run_stages(stage_names(cfg), config, set_, force, accept)
+    results = _run_stages(step_names(cfg), config, set_, force, accept)
     store = results["export"].store
     # stdout: one path per artifact, for scripts; the console (stderr) already named them
     console.print(f"[green]dataset[/green]: {store.url('export/star1.json')} (card: export/README.md)")

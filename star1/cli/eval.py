@@ -161,14 +161,14 @@ def pipeline_evals(cfg: Star1Config, store: Store, force: bool = False) -> None:
     if cfg.eval.pipeline is None or not cfg.eval.pipeline.enabled:
         return
     from star1.evals.items import BenchmarkError
-    from star1.evals.pipeline_step import evaluate_pipeline_models
+    from star1.pipeline import evaluate_models
 
     try:
         if _needs_ray(cfg):
             from star1.ray_utils import init_ray
 
             console.print(init_ray(cfg.ray))
-        results = evaluate_pipeline_models(cfg, store, force, log=lambda m: console.print(m, highlight=False))
+        results = evaluate_models(cfg, store, force, log=lambda m: console.print(m, highlight=False))
     except ConfigError as e:
         console.print(f"[red]config error:[/red] {e}")
         raise typer.Exit(EXIT_CONFIG) from None
@@ -186,17 +186,12 @@ def pipeline_evals(cfg: Star1Config, store: Store, force: bool = False) -> None:
 def scorecard(cfg: Star1Config, store: Store, results: list[EvalResult]) -> None:
     """The pipeline's last word: the scorecard of its eval runs (deltas against the first, the base model),
     printed as Markdown, with the path of the HTML page."""
-    from star1.evals.report import render_scorecard
+    from star1.pipeline import scorecard as pipeline_scorecard
 
-    if not results:
+    rendered = pipeline_scorecard(cfg, store, results)
+    if rendered is None:
         return
-    text, url = render_scorecard(
-        store,
-        [r.run_name for r in results],
-        cfg=cfg.report,
-        reference=cfg.report.reference or results[0].run_name,
-        name="pipeline",
-    )
+    text, url = rendered
     headline = text.split("\n### ", 1)[0].rstrip()  # the per-benchmark intervals are in the files
     print(headline)
     console.print(f"[green]scorecard[/green]: {url} (Markdown with confidence intervals beside it)")

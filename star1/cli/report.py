@@ -52,8 +52,8 @@ def report(
 ) -> None:
     """Table 1 of eval runs (Markdown on stdout, HTML page with plots in the store), or with --history the
     trend of every recorded comparison."""
-    from star1.evals.report import render_history, render_scorecard
-    from star1.evals.runs import RunError
+    from star1.report.render import render_history, render_scorecard
+    from star1.report.runs import RunError
     from star1.store import Store
 
     cfg = load(config, set_)
@@ -108,9 +108,9 @@ def compare(
 ) -> None:
     """Paired significance test of CANDIDATE against BASELINE on every benchmark; exit 0 = no regression,
     3 = a significant regression, 4 = incomparable runs (which field differs is printed), 2 = bad input."""
-    from star1.evals import history, markdown
-    from star1.evals.compare import GateSettings, compare_runs
-    from star1.evals.runs import RunError, open_run
+    from star1.report import history, markdown
+    from star1.report.compare import GateSettings, compare_runs
+    from star1.report.runs import RunError, open_run
 
     cfg = load(config, set_)
     store = open_store(cfg)

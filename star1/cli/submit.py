@@ -65,7 +65,7 @@ def ray_(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="submit and return")] = False,
 ) -> None:
     """Submit SCRIPT to a Ray cluster and stream its logs; exit 0 only if it succeeded (Ctrl-C stops it)."""
-    from star1.submit import RaySubmission, SubmitError, relative_to_working_dir, submit_ray
+    from star1.deploy.submit import RaySubmission, SubmitError, relative_to_working_dir, submit_ray
 
     try:
         job_args: list[str] = []
@@ -135,9 +135,9 @@ def k8s(
 ) -> None:
     """Create a KubeRay RayJob for JOB (rendered from the chart) or from --manifest, follow it to its end;
     exit 0 only if it succeeded. Ctrl-C detaches (the RayJob keeps running)."""
-    from star1.chart import ChartError
-    from star1.rayjob import RayJobError, chart_values, dump_yaml, from_chart, from_manifest
-    from star1.submit import stamp, submit_k8s
+    from star1.deploy.chart import ChartError
+    from star1.deploy.rayjob import RayJobError, chart_values, dump_yaml, from_chart, from_manifest
+    from star1.deploy.submit import stamp, submit_k8s
 
     if (job is None) == (manifest is None):
         console.print("[red]error:[/red] give a JOB (curate, sft, eval) or --manifest FILE, not both")

@@ -183,7 +183,7 @@ def run_train(
         starts = [e["from_step"] for e in snap["events"] if e.get("event") == "start"]
         counts.update(restarts=max(0, len(starts) - 1), resumed_from=[s for s in starts if s > 0])
         outputs_written = {
-            "model": {"uri": store.url(layout.model), "files": summary["files"]},
+            "model": {"uri": store.url(layout.model), "path": layout.model, "files": summary["files"]},
             "metrics": {"uri": store.url(layout.metrics)},
             "tokens": {"uri": store.url(layout.tokens)},
             "checkpoints": {"uri": ckpt_root.url(run)},

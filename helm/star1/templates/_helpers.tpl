@@ -308,7 +308,7 @@ must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap
 
 {{/*
 A RayJob spec. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "command" CMD "configMap" NAME "extraEnv" LIST)
-The entrypoint runs the command under star1.runlog: the driver log and a run manifest go to
+The entrypoint runs the command under star1.deploy.runlog: the driver log and a run manifest go to
 s3://<bucket>/<prefix>/_runs/<job>/ before the job ends, so they survive the cluster's teardown.
 */}}
 {{- define "star1.rayJobSpec" -}}
@@ -317,7 +317,7 @@ s3://<bucket>/<prefix>/_runs/<job>/ before the job ends, so they survive the clu
 {{- $image := include "star1.image" (list $root .job.variant) -}}
 {{- $cpuImage := include "star1.image" (list $root "cpu") -}}
 {{- include "star1.noSecrets" (list (printf "the %s command" .key) .command) -}}
-entrypoint: {{ printf "python -m star1.runlog --to %s/_runs/%s --cwd %s -- sh -c %s" (include "star1.storeUri" $root) .key $v.workingDir (include "star1.shellQuote" .command) | quote }}
+entrypoint: {{ printf "python -m star1.deploy.runlog --to %s/_runs/%s --cwd %s -- sh -c %s" (include "star1.storeUri" $root) .key $v.workingDir (include "star1.shellQuote" .command) | quote }}
 submissionMode: K8sJobMode
 activeDeadlineSeconds: {{ $v.lifecycle.activeDeadlineSeconds }}
 preRunningDeadlineSeconds: {{ $v.lifecycle.preRunningDeadlineSeconds }}

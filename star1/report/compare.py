@@ -26,11 +26,11 @@ import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from star1.config.report import ReportConfig
-from star1.evals import published, stats
-from star1.evals.published import KIND_ORDER
 from star1.evals.results import BenchmarkSummary, is_unsafe
-from star1.evals.runs import EvalRun, RunError
 from star1.manifest import stable_hash
+from star1.report import published, stats
+from star1.report.published import KIND_ORDER
+from star1.report.runs import EvalRun, RunError
 
 EXIT_OK, EXIT_REGRESSION, EXIT_INCOMPARABLE = 0, 3, 4
 Verdict = Literal["regression", "improvement", "no_change", "incomparable"]

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from star1.config.report import ReportConfig
-from star1.evals import history, html, markdown, plots, scorecard
-from star1.evals.published import select_published
-from star1.evals.runs import EvalRun, open_run
+from star1.report import history, html, markdown, plots, scorecard
+from star1.report.published import select_published
+from star1.report.runs import EvalRun, open_run
 from star1.store import Store
 
 

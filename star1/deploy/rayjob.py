@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from star1 import chart
+from star1.deploy import chart
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 FAILED_DEPLOYMENT = {"Failed", "ValidationFailed"}
@@ -108,7 +108,7 @@ def check_name(name: str) -> None:
 
 
 def store_of(rayjob: dict) -> str | None:
-    """Where the job's driver log and run manifest go (the entrypoint's `star1.runlog --to`)."""
+    """Where the job's driver log and run manifest go (the entrypoint's `star1.deploy.runlog --to`)."""
     words = shlex.split(rayjob["spec"].get("entrypoint", ""))
     return words[words.index("--to") + 1] if "--to" in words else None
 

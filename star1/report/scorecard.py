@@ -16,11 +16,11 @@ from typing import Literal
 
 from scipy import stats as sps
 
-from star1.evals import published
-from star1.evals.compare import version_differences
-from star1.evals.published import KIND_ORDER, PublishedRow
 from star1.evals.results import BenchmarkSummary, Kind
-from star1.evals.runs import EvalRun, RunError
+from star1.report import published
+from star1.report.compare import version_differences
+from star1.report.published import KIND_ORDER, PublishedRow
+from star1.report.runs import EvalRun, RunError
 
 AVERAGED: tuple[Kind, ...] = ("safety", "reasoning")
 AVG_KEY = {"safety": "avg_safety", "reasoning": "avg_reasoning"}

@@ -12,8 +12,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from star1.evals.history import HistoryView
-from star1.evals.scorecard import AVG_KEY, Row, Scorecard
+from star1.report.history import HistoryView
+from star1.report.scorecard import AVG_KEY, Row, Scorecard
 
 PALETTE = matplotlib.colormaps["tab10"].colors
 PUBLISHED_GRAYS = ("#7f7f7f", "#a6a6a6", "#4d4d4d", "#bfbfbf", "#666666")

@@ -12,10 +12,10 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from star1 import __version__
-from star1.evals import markdown as md
-from star1.evals.history import HistoryView
-from star1.evals.plots import KIND_TITLES
-from star1.evals.scorecard import Scorecard
+from star1.report import markdown as md
+from star1.report.history import HistoryView
+from star1.report.plots import KIND_TITLES
+from star1.report.scorecard import Scorecard
 
 
 @dataclass(frozen=True)

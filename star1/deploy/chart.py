@@ -1,8 +1,8 @@
 """The Helm chart `helm/star1` as data: offline rendering (helm-python-sdk embeds Helm v4, no binary, no
 cluster), the rendered objects, and `k8s/` — the kubectl-ready rendering with default values.
 
-    python -m star1.chart write     # re-render k8s/ (`make k8s`)
-    python -m star1.chart check     # exit 1 when k8s/ differs from a fresh render
+    python -m star1.deploy.chart write     # re-render k8s/ (`make k8s`)
+    python -m star1.deploy.chart check     # exit 1 when k8s/ differs from a fresh render
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "helm" / "star1"
 K8S_DIR = REPO / "k8s"
 RELEASE = "star1"
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in stale:
             print(f"k8s/{name} differs from a fresh render of helm/star1: run `make k8s`", file=sys.stderr)
         return 1 if stale else 0
-    print("usage: python -m star1.chart write|check", file=sys.stderr)
+    print("usage: python -m star1.deploy.chart write|check", file=sys.stderr)
     return 2
 
 

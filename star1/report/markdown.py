@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from star1.evals.compare import Comparison
-from star1.evals.history import HistoryView
-from star1.evals.scorecard import Scorecard
+from star1.report.compare import Comparison
+from star1.report.history import HistoryView
+from star1.report.scorecard import Scorecard
 
 TEST_NAMES = {
     "mcnemar_exact": "McNemar exact",

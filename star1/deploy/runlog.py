@@ -1,6 +1,6 @@
 """Run a job's command and keep its record: the driver log and a run manifest, shipped to the store.
 
-    python -m star1.runlog --to s3://bucket/prefix/_runs/sft --cwd /opt/star1/app -- \\
+    python -m star1.deploy.runlog --to s3://bucket/prefix/_runs/sft --cwd /opt/star1/app -- \\
         sh -c 'python jobs/train.py --config /etc/star1/config.yaml'
 
 An ephemeral Ray cluster (a RayJob with shutdownAfterJobFinishes) takes its logs with it when it is torn
@@ -149,9 +149,13 @@ def run(command: list[str], to: str, cwd: Path, run_id: str, interval: float, gr
         record = RunRecord(to, run_id, command, cwd)
         record.upload()
     except Exception as e:  # a bad URI, no credentials, no bucket: say so before any work starts
-        print(f"star1.runlog: cannot write the run record to {to}/{run_id}: {e}", file=sys.stderr, flush=True)
+        print(
+            f"star1.deploy.runlog: cannot write the run record to {to}/{run_id}: {e}",
+            file=sys.stderr,
+            flush=True,
+        )
         return UPLOAD_FAILED
-    print(f"star1.runlog: driver log and run manifest -> {record.url}/", flush=True)
+    print(f"star1.deploy.runlog: driver log and run manifest -> {record.url}/", flush=True)
 
     started = time.monotonic()
     # its own process group, so a stop reaches `sh -c`'s children too
@@ -200,16 +204,18 @@ def run(command: list[str], to: str, cwd: Path, run_id: str, interval: float, gr
     record.finish(code, stopped, started)
     err = _upload_with_retries(record)
     if err is not None:
-        print(f"star1.runlog: could not ship the run record to {record.url}: {err}", file=sys.stderr)
+        print(f"star1.deploy.runlog: could not ship the run record to {record.url}: {err}", file=sys.stderr)
         return code if code > 0 else UPLOAD_FAILED
-    print(f"star1.runlog: {record.manifest['status']} (exit {code}); record at {record.url}/", flush=True)
+    print(
+        f"star1.deploy.runlog: {record.manifest['status']} (exit {code}); record at {record.url}/", flush=True
+    )
     if stopped:
         return 128 + signal.SIGTERM
     return 128 - code if code < 0 else code
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m star1.runlog", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m star1.deploy.runlog", description=__doc__.split("\n")[0])
     p.add_argument("--to", required=True, help="store URI for the records (local folder or s3://…)")
     p.add_argument("--cwd", type=Path, default=Path.cwd(), help="folder the command runs in")
     p.add_argument("--run-id", default=None, help="default: <UTC time>-<Ray submission id>")

@@ -23,7 +23,7 @@ from star1.evals.results import (
     samples_path,
     summary_path,
 )
-from star1.evals.stats import item_estimate, pass_k
+from star1.report.stats import item_estimate, pass_k
 from star1.store import Store
 
 VERDICTS = {
@@ -186,7 +186,7 @@ def write_run(
         "status": "complete",
         "params": {"model": model, "benchmarks": sorted(benchmarks), "engine": "synthetic"},
         "counts": {name: {"samples": s.n_samples, "unscored": s.unscored} for name, s in summaries.items()},
-        "notes": ["synthetic run with planted verdicts (star1.evals.synthetic)"],
+        "notes": ["synthetic run with planted verdicts (star1.report.synthetic)"],
         "created_at": summary.created_at,
     }
     run_store.write_json("manifest.json", manifest)  # last, as an eval writes it

@@ -1,5 +1,5 @@
-"""`star1 pipeline`: every stage in order (`run_stages(stage_names(cfg), …)`), each skipped when current;
-`train` after `export` when the config has a `train:` section."""
+"""Run data stages in order, each skipped when current; the local model server, when a role uses it, runs
+around the stages that call a model. Knows the data stages only: `star1.pipeline` adds training and eval."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from star1.stages.export import run_export
 from star1.store import Store
 
 CURATE = ("classify", "generate", "score")
-NO_MODEL = ("collect", "select", "export", "train")  # stages that need no model server
+NO_MODEL = ("collect", "select", "export")  # stages that need no model server
 BENIGN = ("benign_rewrite", "benign_generate", "benign_score")
 
 
-def stage_names(cfg: Star1Config) -> list[str]:
+def data_stage_names(cfg: Star1Config) -> list[str]:
+    """collect (when configured) → classify → generate → score → select → benign (when enabled) → export."""
     names = (["collect"] if cfg.collect is not None else []) + [*CURATE, "select"]
     names += [*BENIGN] if cfg.curate.benign else []
-    return [*names, "export"] + (["train"] if cfg.train is not None else [])
+    return [*names, "export"]
 
 
 def run_stage(
@@ -38,10 +39,6 @@ def run_stage(
         return run_select(cfg, store, force=force, log=log)
     if name == "export":
         return run_export(cfg, store, force=force, log=log)
-    if name == "train":
-        from star1.train.run import run_train
-
-        return run_train(cfg, store, force=force, log=log)
     return run_model_stage(name, cfg, store, force=force, use_ray=use_ray, log=log)
 
 
@@ -54,7 +51,7 @@ def run_stages(
     log: Callable[[str], None] = print,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Run stages in order; the local model server, if used, runs through the model stages only."""
+    """Run data stages in order; the local model server, if used, runs through the model stages only."""
     from star1.llm.local_server import serving
 
     results: dict[str, Any] = {}

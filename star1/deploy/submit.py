@@ -1,5 +1,5 @@
 """Submitting star1 jobs: to a running Ray cluster through the Ray Jobs API, or to Kubernetes as a KubeRay
-RayJob rendered from the chart (`star1.rayjob`). Both follow the job to its end and say how it ended:
+RayJob rendered from the chart (`star1.deploy.rayjob`). Both follow the job to its end and say how it ended:
 exit 0 when it succeeded, 1 when it failed or was stopped, 2 for a problem found before submitting,
 130 on Ctrl-C (a Ray job is stopped; a RayJob keeps running on the cluster).
 
@@ -54,7 +54,7 @@ class RaySubmission:
     def entrypoint(self) -> str:
         cmd = [self.python, self.script, *self.args]
         if self.logs_to:
-            cmd = [self.python, "-m", "star1.runlog", "--to", self.logs_to, "--", *cmd]
+            cmd = [self.python, "-m", "star1.deploy.runlog", "--to", self.logs_to, "--", *cmd]
         return shlex.join(cmd)
 
     def full_runtime_env(self) -> dict[str, Any]:
@@ -157,8 +157,8 @@ def submit_k8s(
 ) -> int:
     """Create the RayJob (and its NetworkPolicies and ConfigMap), then follow it to a terminal state; returns
     the exit code."""
-    from star1.rayjob import Kube
-    from star1.rayjob import follow as follow_rayjob
+    from star1.deploy.rayjob import Kube
+    from star1.deploy.rayjob import follow as follow_rayjob
 
     kube = kube or Kube(context)
     ns, name = rayjob["metadata"]["namespace"], rayjob["metadata"]["name"]

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from star1.evals import published
-from star1.evals.compare import Comparison
-from star1.evals.published import KIND_ORDER
+from star1.report import published
+from star1.report.compare import Comparison
+from star1.report.published import KIND_ORDER
 from star1.store import Store
 
 HISTORY = pa.schema(
