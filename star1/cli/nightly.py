@@ -96,11 +96,14 @@ def nightly(
             console.print(f"[yellow]could not record the night's outcome:[/yellow] {e}", highlight=False)
         return typer.Exit(code)
 
-    try:  # before hours of GPU time: a baseline that cannot be read is a config error
+    try:  # before hours of GPU time: a baseline that is not there is a config error
         baseline_run = open_run(base, store)
-    except (RunError, OSError) as e:
+    except (RunError, FileNotFoundError) as e:
         console.print(f"[red]config error:[/red] baseline {base}: {e}", highlight=False)
         raise give_up(EXIT_CONFIG, f"baseline {base}: {e}") from None
+    except OSError as e:  # the store did not answer: worth a retry
+        console.print(f"[red]infrastructure failure:[/red] reading baseline {base}: {e}", highlight=False)
+        raise give_up(EXIT_INFRA, f"reading baseline {base}: {e}") from None
     console.print(f"nightly {name}: evaluating, then comparing with {base}", highlight=False)
     try:
         result = evaluate(cfg, store, name, force)
