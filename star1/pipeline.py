@@ -8,8 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from star1.config import ConfigError, Star1Config
-from star1.evals.engines import EnginePool
-from star1.evals.run import EvalResult, run_eval
+from star1.evals.run import EvalResult, engine_pool, run_eval
 from star1.manifest import read_manifest
 from star1.report.render import render_scorecard
 from star1.stages.runner import data_stage_names, run_stages
@@ -81,7 +80,7 @@ def evaluate_models(
         runs.append(("finetuned", base.model_copy(update={"path": tuned, "name": f"{base.label}-sft"})))
     else:
         log("eval: no complete `train` output in the store yet; evaluating the base model only")
-    pool = EnginePool(store, cfg.eval.chunk_size)
+    pool = engine_pool(cfg, store)
     try:
         return [run_eval(cfg, store, model, name, force, pool, log) for name, model in runs]
     finally:

@@ -10,6 +10,11 @@ execution plans and periodic progress dumps) and everything Ray's C++ core write
 star1's console, progress bars, warnings and every traceback (a failed Ray task re-raises its error in the
 driver) still show. Ray Data's own progress bars are switched off; star1 shows its own.
 A train or eval command gets the same behaviour by calling `init_ray` (after the CLI's `quiet_ray()`).
+
+`wait_for_resources(bundles, timeout_s)` is what a job calls before work that needs GPUs, an accelerator type
+or a custom resource: on an autoscaling cluster whose GPU groups start at zero nodes, the cluster is "ready"
+as soon as its head is, and without this wait a job with no GPU capacity behind it would wait for its
+deadline. `is_infra_error(e)` tells Ray's own failures (a node or worker lost) from application errors.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -142,3 +147,136 @@ def _is_console(handler: logging.Handler) -> bool:
         return stream.fileno() in (1, 2)
     except (OSError, ValueError, AttributeError):
         return stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+
+
+# ------------------------------------------------------------------ waiting for the resources a job needs
+
+# resources every Ray node has: asking for them alone never needs a special worker group
+_PLAIN = ("CPU", "memory", "object_store_memory")
+
+
+class ResourceWaitTimeout(RuntimeError):
+    """The cluster did not show the resources a job asks for within `ray.resource_wait_s` (exit INFRA)."""
+
+
+def joins_cluster(cfg: RayConfig) -> bool:
+    """Whether `init_ray` joins a running cluster (which may grow) rather than starting a local one."""
+    return bool(cfg.address or os.environ.get("RAY_ADDRESS"))
+
+
+def total(bundles: list[dict[str, float]]) -> dict[str, float]:
+    """The sum of resource bundles, e.g. 2 × {GPU: 4} → {GPU: 8}."""
+    out: dict[str, float] = {}
+    for b in bundles:
+        for k, v in b.items():
+            out[k] = out.get(k, 0.0) + float(v)
+    return out
+
+
+def needs_special_resources(bundles: list[dict[str, float]]) -> bool:
+    """Whether the bundles ask for more than CPUs and memory: GPUs, an accelerator type, a custom resource."""
+    return any(k not in _PLAIN and v > 0 for b in bundles for k, v in b.items())
+
+
+def _show(res: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(res.items())) + "}"
+
+
+def _short(need: dict[str, float], have: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in need.items() if have.get(k, 0.0) + 1e-9 < v}
+
+
+def _request(bundles: list[dict[str, float]]) -> None:
+    """Ask the autoscaler for `bundles` (a standing request; [] withdraws it). Never fatal: a cluster without
+    an autoscaler simply records the request."""
+    try:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=bundles)
+    except Exception as e:  # an old cluster, no GCS support: waiting still works, it just cannot hurry
+        logging.getLogger(__name__).warning("could not ask the autoscaler for %s: %s", bundles, e)
+
+
+def wait_for_resources(
+    bundles: list[dict[str, float]],
+    timeout_s: float,
+    *,
+    what: str,
+    poll_s: float = 5.0,
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Wait until `ray.cluster_resources()` holds the sum of `bundles`; returns what the cluster has.
+
+    An autoscaler adds worker nodes only for resources that are asked for, so while waiting the bundles are
+    requested (`ray.autoscaler.sdk.request_resources`); the request is withdrawn when the wait ends, by then
+    the job's own tasks and placement groups hold what they need. Raises ResourceWaitTimeout after
+    `timeout_s` naming what was asked for and what the cluster shows (0: look once, do not wait).
+    """
+    import ray
+
+    need = total(bundles)
+    have = ray.cluster_resources()
+    if not _short(need, have):
+        return have
+    if timeout_s <= 0:
+        raise ResourceWaitTimeout(_timeout_message(what, need, have, timeout_s))
+    _request(bundles)
+    started = time.monotonic()
+    log(
+        f"{what}: waiting up to {timeout_s:.0f} s for the cluster to show {_show(need)} (it has "
+        f"{_show({k: have.get(k, 0.0) for k in need})}); the autoscaler has been asked for them"
+    )
+    try:
+        while True:
+            left = started + timeout_s - time.monotonic()
+            if left <= 0:
+                raise ResourceWaitTimeout(_timeout_message(what, need, have, timeout_s))
+            time.sleep(min(poll_s, left))
+            have = ray.cluster_resources()
+            if not _short(need, have):
+                log(f"{what}: the cluster shows {_show(need)} after {time.monotonic() - started:.0f} s")
+                return have
+    finally:
+        _request([])
+
+
+def _timeout_message(what: str, need: dict[str, float], have: dict[str, float], timeout_s: float) -> str:
+    short = _short(need, have)
+    special = {k: v for k, v in short.items() if k not in _PLAIN} or short
+    accel = [k.split(":", 1)[1] for k in special if k.startswith("accelerator_type:")]
+    pool = " and ".join(
+        [f"{v:g} GPU" for k, v in special.items() if k == "GPU"]
+        + [f"accelerator type {a}" for a in accel]
+        + [f"{k} × {v:g}" for k, v in special.items() if k != "GPU" and not k.startswith("accelerator_type:")]
+    )
+    job = os.environ.get("STAR1_JOB")  # the chart's job key: its worker groups are jobs.<job>.workers
+    values = "jobs.eval.workers" if job == "nightly" else f"jobs.{job}.workers"
+    group = (
+        f"The worker group of {values} that has them (gpus, acceleratorType) did not come up"
+        if job
+        else "No worker node that has them came up"
+    )
+    return (
+        f"{what}: no capacity for {pool} after {timeout_s:.0f} s: asked for {_show(need)}, the Ray cluster "
+        f"shows {_show({k: have.get(k, 0.0) for k in need})}. {group}: "
+        "check the node pool's capacity and quota, the group's nodeSelector and tolerations, pending pods "
+        "(`kubectl get pods`) and the autoscaler's log in the head pod; ray.resource_wait_s waits longer"
+    )
+
+
+def is_infra_error(e: BaseException) -> bool:
+    """A failure of the cluster rather than of the work: a node, worker or actor process lost (spot
+    preemption, OOM kill), objects lost with their node, or the GPUs never showing up."""
+    if isinstance(e, ResourceWaitTimeout):
+        return True
+    if "ray" not in sys.modules:
+        return False
+    from ray import exceptions as rex
+
+    infra = tuple(
+        getattr(rex, n)
+        for n in ("NodeDiedError", "WorkerCrashedError", "ActorDiedError", "ActorUnavailableError",
+                  "ObjectLostError", "OwnerDiedError", "RaySystemError", "OutOfMemoryError")
+        if hasattr(rex, n)
+    )  # fmt: skip
+    return isinstance(e, infra)

@@ -156,3 +156,12 @@ def autoscaler_problems(obj: dict) -> list[str]:
     pod_sc = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     fake = {"spec": {"securityContext": pod_sc, "containers": [container]}}
     return restricted_problems(f"{obj['kind']}/{obj['metadata']['name']} autoscaler", fake)
+
+
+def render_all(values: dict | None = None, **kwargs: Any) -> dict[str, str]:
+    """The chart with every job on and configured — the defaults (curate) plus helm/examples/{sft,eval,
+    nightly}.yaml — under `values`: what the tests of the jobs' objects render."""
+    from star1.deploy import chart
+    from star1.deploy.rayjob import deep_merge
+
+    return chart.render(deep_merge(chart.example_values(), values or {}), **kwargs)

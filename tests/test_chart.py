@@ -1,6 +1,11 @@
 """The Helm chart, rendered offline with helm-python-sdk: lint, strict values, every rendered object valid
 (KubeRay schemas, kubernetes-validate strict), restricted pod security on every pod, no secret in any
-manifest, GPU pools that scale from zero, eval sized for DP×TP, k8s/ byte-identical to a fresh render."""
+manifest, GPU pools that scale from zero, eval sized for DP×TP and its engine written into the run config,
+defaults that enable only what can run, an enabled job with a half-set config refused naming the value,
+retries in the job instead of on a fresh cluster, k8s/ byte-identical to a fresh render.
+
+Most tests render every job (the defaults plus helm/examples/*.yaml, `render_all`); the default values alone
+enable only curate."""
 
 from __future__ import annotations
 
@@ -12,11 +17,13 @@ import yaml
 from star1.config import parse_config
 from star1.deploy import chart
 from star1.deploy.chart import ChartError
+from star1.deploy.rayjob import deep_merge
 from star1.deploy.submit import SECRET_NAME
 from tests.k8s_validation import (
     autoscaler_problems,
     embedded,
     pod_templates,
+    render_all,
     restricted_problems,
     validate,
 )
@@ -52,7 +59,7 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def renders():
-    return {name: chart.objects(chart.render(v)) for name, v in VARIANTS.items()}
+    return {name: chart.objects(render_all(v)) for name, v in VARIANTS.items()}
 
 
 def by_kind(objs, kind):
@@ -65,9 +72,12 @@ def rayjob_specs(objs):
     return specs + [o["spec"]["jobTemplate"] for o in by_kind(objs, "RayCronJob")]
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", [*VARIANTS, "defaults only"])
 def test_lint_is_clean(variant):
-    report = chart.lint(VARIANTS[variant])
+    values = None if variant == "defaults only" else chart.example_values()
+    if VARIANTS.get(variant):
+        values = deep_merge(values, VARIANTS[variant])
+    report = chart.lint(values)
     bad = [m for m in report["messages"] if m["severity"] >= 2]
     assert not report["errors"] and not bad, report
 
@@ -97,7 +107,7 @@ def test_every_pod_is_restricted(renders, variant):
 
 def test_checks_catch_a_breach():
     """The pod-security and schema checks fail on a manifest that breaks them (they are not vacuous)."""
-    objs = chart.objects(chart.render())
+    objs = chart.objects(render_all())
     rj = by_kind(objs, "RayJob")[0]
     head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
     head["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
@@ -139,18 +149,29 @@ def test_gpu_pools_scale_from_zero_and_the_head_has_no_gpu(renders):
 )
 def test_eval_group_is_sized_for_dp_times_tp(dp, tp, gpus, pods):
     values = {"jobs": {"eval": {"parallelism": {"dp": dp, "tp": tp}, "workers": {"gpu": {"gpus": gpus}}}}}
-    rj = next(o for o in chart.objects(chart.render(values)) if o["metadata"]["name"] == "star1-eval")
+    objs = chart.objects(render_all(values))
+    rj = next(o for o in objs if o["metadata"]["name"] == "star1-eval")
     (g,) = [g for g in rj["spec"]["rayClusterSpec"]["workerGroupSpecs"] if g["groupName"] == "gpu"]
     assert g["maxReplicas"] == pods and g["minReplicas"] == 0
+    # the engine runs what the pool is sized for: the mounted configs say so
+    for name in ("star1-eval-config", "star1-nightly-config"):
+        (cm,) = [o for o in objs if o["metadata"]["name"] == name]
+        model = yaml.safe_load(cm["data"]["config.yaml"])["eval"]["model"]
+        assert (model["backend"], model["device"]) == ("ray", "gpu"), name
+        assert (model["replicas"], model["tensor_parallel_size"]) == (dp, tp), name
 
 
 def test_lifecycle_defaults_are_set(renders):
     for spec in rayjob_specs(renders["default"]):
         assert spec["activeDeadlineSeconds"] > 0 and spec["preRunningDeadlineSeconds"] > 0
-        assert spec["backoffLimit"] >= 0 and spec["submitterConfig"]["backoffLimit"] >= 0
+        assert spec["submitterConfig"]["backoffLimit"] >= 0
         assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] >= 0
         # the driver log and run manifest go to S3 before the job (and so the cluster) ends
         assert spec["entrypoint"].startswith("python -m star1.deploy.runlog --to s3://star1/runs/_runs/")
+        # KubeRay retries a whole RayJob whatever the cause (a regression, a bad config…): not at all; the
+        # wrapper reruns in place only what a rerun can fix (exit 5 / 7)
+        assert spec["backoffLimit"] == 0
+        assert " --retries 2 --retry-delay 60 -- sh -c " in spec["entrypoint"]
     for spec in rayjob_specs(renders["nightly-rules"]):
         rules = spec["deletionStrategy"]["deletionRules"]
         assert "shutdownAfterJobFinishes" not in spec
@@ -163,8 +184,9 @@ def test_entrypoints_run_the_jobs_on_the_mounted_config(renders):
     assert "python jobs/train.py --config /etc/star1/config.yaml" in entry["star1-sft"]
     assert "python jobs/eval.py --config /etc/star1/config.yaml" in entry["star1-eval"]
     (nightly,) = embedded(renders["default"])
-    assert "jobs/eval.py" in nightly["spec"]["entrypoint"]
-    assert "star1 compare" in nightly["spec"]["entrypoint"]
+    # one command: the eval into one run name, the comparison, the records, the exit code (star1 nightly)
+    assert "'python jobs/nightly.py --config /etc/star1/config.yaml'" in nightly["spec"]["entrypoint"]
+    assert "$(" not in nightly["spec"]["entrypoint"] and "&&" not in nightly["spec"]["entrypoint"]
     for o in by_kind(renders["default"], "RayJob"):
         head = o["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
         cm = next(v for v in head["volumes"] if v["name"] == "config")["configMap"]["name"]
@@ -185,6 +207,9 @@ def test_run_configs_validate_and_use_the_s3_store(renders):
         assert cfg["store"]["uri"] == "s3://star1/runs", name
         parse_config(cfg, origin=name)  # the curate defaults are a full, valid star1 config
     assert configs["star1-curate-config"]["llm"]["generator"]["api_key_env"] == "NVIDIA_API_KEY"
+    for name in configs:  # the chart's GPU wait, from lifecycle.resourceWaitSeconds
+        assert configs[name]["ray"]["resource_wait_s"] == 900, name
+    assert configs["star1-nightly-config"]["report"]["baseline"] == "star1-7b"  # nightly.baseline
 
 
 def test_nightly_cronjob_is_least_privilege_and_unique_per_night(renders):
@@ -192,7 +217,10 @@ def test_nightly_cronjob_is_least_privilege_and_unique_per_night(renders):
     (cron,) = by_kind(objs, "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     (role,) = by_kind(objs, "Role")
-    assert role["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get"]}]
+    assert role["rules"] == [
+        {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "delete"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
+    ]
     assert not by_kind(objs, "ClusterRole") and not by_kind(objs, "ClusterRoleBinding")
     (binding,) = by_kind(objs, "RoleBinding")
     assert (
@@ -205,6 +233,12 @@ def test_nightly_cronjob_is_least_privilege_and_unique_per_night(renders):
     assert cmd[cmd.index("--name") + 1] == "$(JOB_NAME)"  # the CronJob's Job name: one per scheduled night
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["containers"][0]["env"]}
     assert env["JOB_NAME"] == "metadata.labels['batch.kubernetes.io/job-name']"
+    # tonight's RayJob is owned by this Job (garbage-collected with it) and mounts its own config copy
+    assert env["JOB_UID"] == "metadata.labels['batch.kubernetes.io/controller-uid']"
+    assert cmd[cmd.index("--owner-job") + 1] == "$(JOB_NAME):$(JOB_UID)"
+    assert cmd[cmd.index("--config") + 1] == "/etc/star1/config/config.yaml"
+    mounts = {v["name"]: v["configMap"]["name"] for v in pod["volumes"]}
+    assert mounts == {"rayjob": "star1-nightly-rayjob", "config": "star1-nightly-config"}
     # <cronjob name>-<8 digits> fits KubeRay's RayJob name limit
     assert len(cron["metadata"]["name"]) + 9 <= 47
 
@@ -240,7 +274,7 @@ def test_misspelled_or_mistyped_values_fail(values, named):
 )
 def test_impossible_values_fail_with_a_reason(values, message):
     with pytest.raises(ChartError, match=re.escape(message)):
-        chart.render(values)
+        render_all(values)
 
 
 def test_long_release_names_are_refused():
@@ -259,7 +293,10 @@ LEAKS = [
     ("env name", {"env": {"OPENAI_API_KEY": "anything"}}),
     ("config value", {"jobs": {"curate": {"config": {"llm": {"judge": {"base_url": PLANTED["nvidia"]}}}}}}),
     ("config key", {"jobs": {"sft": {"config": {"train": {"hf_token": "x"}}}}}),
-    ("configYaml", {"jobs": {"eval": {"configYaml": f"eval: {{note: {PLANTED['hf']}}}\n"}}}),
+    (
+        "configYaml",
+        {"jobs": {"eval": {"configYaml": f"eval: {{model: {{path: m}}, note: {PLANTED['hf']}}}\n"}}},
+    ),
     ("command", {"jobs": {"sft": {"command": f"AWS_ACCESS_KEY_ID={PLANTED['aws']} python jobs/train.py"}}}),
     ("nightly baseline", {"nightly": {"baseline": f"s3://x/{PLANTED['openai']}"}}),
     ("s3 secret as value", {"s3": {"secretAccessKey": PLANTED["aws"]}}),
@@ -270,7 +307,7 @@ LEAKS = [
 @pytest.mark.parametrize(("where", "values"), LEAKS, ids=[w for w, _ in LEAKS])
 def test_secrets_planted_in_values_never_reach_a_manifest(where, values):
     try:
-        rendered = chart.render(values)
+        rendered = render_all(values)
     except ChartError as e:  # refused, and the refusal does not echo the secret either
         assert not any(v in str(e) for v in PLANTED.values()), str(e)
         return
@@ -341,7 +378,7 @@ def test_entrypoints_survive_kuberay_submission(renders, tmp_path):
         (tmp_path / fake).write_text(echo_args)
     for f in ("ray", "python", "star1"):
         (tmp_path / f).chmod(0o755)
-    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", "STAR1_BASELINE": "s3://b/x"}
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
 
     def sh(command: str) -> str:
         return subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True).stdout
@@ -358,3 +395,104 @@ def test_entrypoints_survive_kuberay_submission(renders, tmp_path):
         assert sh(argv[-1]) == sh(command), key  # the job runs exactly what the values say
         seen.add(key)
     assert seen == {"curate", "sft", "eval", "nightly"}
+
+
+# ---------------------------------------------------------------- defaults, half-set configs, the engine
+
+
+def test_the_defaults_enable_only_what_can_run():
+    """curate's default config is complete; sft, eval and nightly need a model (and a baseline): off."""
+    objs = chart.objects(chart.render())
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in objs) == [
+        ("ConfigMap", "star1-curate-config"),
+        ("RayJob", "star1-curate"),
+    ]
+    values = yaml.safe_load((chart.CHART_DIR / "values.yaml").read_text())
+    assert [j for j, v in values["jobs"].items() if v["enabled"]] == ["curate"]
+    assert values["nightly"]["enabled"] is False
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"jobs": {"sft": {"enabled": True}}}, "jobs.sft.config.train is required when jobs.sft.enabled"),
+        (
+            {"jobs": {"sft": {"enabled": True, "config": {"train": {"preset": "r1-distill-7b"}}}}},
+            "jobs.sft.config.train.model is required when jobs.sft.enabled",
+        ),
+        (
+            {"jobs": {"eval": {"enabled": True}}},
+            "jobs.eval.config.eval.model is required when jobs.eval.enabled",
+        ),
+        (
+            {"jobs": {"eval": {"enabled": True, "configYaml": "eval: {limit: 3}\n"}}},
+            "jobs.eval.config.eval.model is required",
+        ),
+        ({"nightly": {"enabled": True}}, "nightly.baseline is required when nightly.enabled"),
+        (
+            {"nightly": {"enabled": True, "baseline": "star1-7b"}},
+            "nightly.config.eval.model is required when nightly.enabled",
+        ),
+        ({"jobs": {"curate": {"config": {"llm": None}}}}, "jobs.curate.config.llm is required"),
+    ],
+    ids=["sft-empty", "sft-no-model", "eval-empty", "eval-configYaml", "nightly-no-baseline", "nightly-empty",
+         "curate-no-llm"],
+)  # fmt: skip
+def test_an_enabled_job_with_a_half_set_config_fails_naming_the_value(values, named):
+    with pytest.raises(ChartError, match=re.escape(named)):
+        chart.render(values)
+
+
+def test_the_eval_config_carries_the_engine_the_pool_is_sized_for(renders):
+    objs = renders["gpu"]  # dp 4 × tp 4 on 8-GPU L4 pods
+    for name in ("star1-eval-config", "star1-nightly-config"):
+        (cm,) = [o for o in objs if o["metadata"]["name"] == name]
+        cfg = parse_config(yaml.safe_load(cm["data"]["config.yaml"]), origin=name)
+        m = cfg.eval.model
+        assert (m.backend, m.device, m.replicas, m.tensor_parallel_size, m.accelerator_type) == (
+            "ray", "gpu", 4, 4, "L4"
+        ), name  # fmt: skip
+        # the judge runs on the pool too: the driver's head has no GPU
+        assert (cfg.eval.guard.model.backend, cfg.eval.guard.model.device) == ("ray", "gpu"), name
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"replicas": 2}, "eval.model.replicas is 2, but the chart sets 8"),
+        ({"backend": "local"}, 'eval.model.backend is "local", but the chart sets "ray"'),
+        ({"accelerator_type": "A100"}, 'eval.model.accelerator_type is "A100", but the chart sets "H100"'),
+    ],
+)
+def test_an_eval_config_that_contradicts_the_pool_is_refused(model, message):
+    values = {"jobs": {"eval": {"config": {"eval": {"model": {"path": "m", **model}}}}}}
+    with pytest.raises(ChartError, match=re.escape(message)):
+        render_all(values)
+    # an API model (engine openai) runs no engine on the pool: left alone
+    api = {"path": "m", "engine": "openai", "endpoint": {"base_url": "http://x/v1", "model": "m"}}
+    objs = chart.objects(render_all({"jobs": {"eval": {"config": {"eval": {"model": api}}}}}))
+    (cm,) = [o for o in objs if o["metadata"]["name"] == "star1-eval-config"]
+    assert "backend" not in yaml.safe_load(cm["data"]["config.yaml"])["eval"]["model"]
+
+
+def test_the_nightly_rayjob_does_not_claim_helm_ownership(renders):
+    """Created by the CronJob's pod, not by Helm: no managed-by Helm / helm.sh/chart on it or its pods."""
+    (nightly,) = embedded(renders["default"])
+    labels = [nightly["metadata"]["labels"]] + [t["metadata"]["labels"] for _, t in pod_templates(nightly)]
+    for lab in labels:
+        assert lab["app.kubernetes.io/managed-by"] == "star1-nightly" and "helm.sh/chart" not in lab
+        assert lab["app.kubernetes.io/instance"] == "star1"  # the sandbox fence still selects its pods
+    # everything Helm does create says so
+    for o in renders["default"]:
+        assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm", o["metadata"]["name"]
+
+
+def test_each_example_renders_its_job_alone_and_k8s_holds_them():
+    for job, path in chart.examples().items():
+        rendered = chart.render(yaml.safe_load(path.read_text()))
+        assert [n for n, t in rendered.items() if t.strip()] == [f"star1/templates/{job}.yaml"]
+    assert sorted(chart.examples()) == ["eval", "nightly", "sft"]
+    assert sorted(p.name for p in chart.K8S_DIR.glob("*.yaml")) == [
+        "curate.yaml", "eval.yaml", "nightly.yaml", "sft.yaml"
+    ]  # fmt: skip
+    assert "+ helm/examples/sft.yaml" in (chart.K8S_DIR / "sft.yaml").read_text().splitlines()[0]

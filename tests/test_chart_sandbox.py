@@ -15,7 +15,7 @@ import yaml
 from star1.config import parse_config
 from star1.deploy import chart
 from star1.deploy.chart import ChartError
-from tests.k8s_validation import embedded, pod_templates, restricted_problems, validate
+from tests.k8s_validation import embedded, pod_templates, render_all, restricted_problems, validate
 
 RESOURCE = "star1_sandbox"
 SANDBOX_LABEL = ("star1.io/sandbox", "true")
@@ -42,7 +42,7 @@ CPU_TAG = yaml.safe_load((chart.CHART_DIR / "values.yaml").read_text())["image"]
 
 @pytest.fixture(scope="module")
 def renders():
-    return {name: chart.objects(chart.render(v)) for name, v in VARIANTS.items()}
+    return {name: chart.objects(render_all(v)) for name, v in VARIANTS.items()}
 
 
 def everything(objs):
@@ -201,14 +201,14 @@ def test_no_group_sets_resources_twice(renders):
 
 @pytest.mark.parametrize(("cpu", "units"), [("1", "1"), ("8", "8"), (3, "3")])
 def test_one_unit_of_the_resource_per_cpu(cpu, units):
-    objs = chart.objects(chart.render({"jobs": {"eval": {"sandbox": {"cpu": cpu}}}}))
+    objs = chart.objects(render_all({"jobs": {"eval": {"sandbox": {"cpu": cpu}}}}))
     for key, spec in clusters(objs):
         if key in ("eval", "nightly"):
             assert groups(spec)["sandbox"]["resources"][RESOURCE] == units
 
 
 def test_disabled_means_no_group_no_policy_no_ray_resource():
-    objs = chart.objects(chart.render(OFF))
+    objs = chart.objects(render_all(OFF))
     assert not policies(everything(objs))
     for _, spec in clusters(objs):
         assert "sandbox" not in groups(spec)
@@ -323,7 +323,7 @@ def test_the_policy_fences_exactly_the_sandbox_pods(renders, variant):
 
 def test_the_policy_is_made_before_any_pod():
     """kubectl applies a file in order: the policy comes before the ConfigMap and the RayJob."""
-    rendered = chart.render()
+    rendered = render_all()
     for template in ("eval.yaml", "nightly.yaml"):
         kinds = [d["kind"] for d in yaml.safe_load_all(rendered[f"star1/templates/{template}"]) if d]
         assert kinds[0] == "NetworkPolicy", (template, kinds)
@@ -331,7 +331,7 @@ def test_the_policy_is_made_before_any_pod():
 
 def test_dns_pods_are_a_value():
     dns = {"namespace": "openshift-dns", "podSelector": "dns.operator.openshift.io/daemonset-dns=default,a=b"}
-    objs = chart.objects(chart.render({"jobs": {"eval": {"sandbox": {"dns": dns}}}}))
+    objs = chart.objects(render_all({"jobs": {"eval": {"sandbox": {"dns": dns}}}}))
     for name, np in policies(everything(objs)).items():
         (peer,) = next(r for r in np["spec"]["egress"] if "namespaceSelector" in r["to"][0])["to"]
         assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "openshift-dns"}
@@ -352,7 +352,7 @@ def test_eval_configs_name_the_sandbox_resource(renders):
         assert "eval" not in cfgs[name], name
 
 
-USER_EVAL = {"limit": 3, "sandbox": {"timeout_s": 5.0, "isolation": "pod"}}
+USER_EVAL = {"limit": 3, "model": {"path": "m"}, "sandbox": {"timeout_s": 5.0, "isolation": "pod"}}
 ALREADY_SET = {**USER_EVAL, "sandbox": {**USER_EVAL["sandbox"], "ray_resource": RESOURCE}}
 
 
@@ -366,13 +366,16 @@ ALREADY_SET = {**USER_EVAL, "sandbox": {**USER_EVAL["sandbox"], "ray_resource": 
         },
         {
             "jobs": {"eval": {"config": {"eval": ALREADY_SET}}},
-            "nightly": {"configYaml": "eval:\n  limit: 3\n  sandbox: {timeout_s: 5.0, isolation: pod}\n"},
+            "nightly": {
+                "configYaml": "eval:\n  limit: 3\n  model: {path: m}\n"
+                "  sandbox: {timeout_s: 5.0, isolation: pod}\n"
+            },
         },
     ],
     ids=["config", "configYaml", "already-set"],
 )  # fmt: skip
 def test_the_users_eval_sandbox_is_merged_not_replaced(values):
-    cfgs = configs(everything(chart.objects(chart.render(values))))
+    cfgs = configs(everything(chart.objects(render_all(values))))
     for name in ("star1-eval-config", "star1-nightly-config"):
         ev = cfgs[name]["eval"]
         assert ev["limit"] == 3, name
@@ -381,17 +384,18 @@ def test_the_users_eval_sandbox_is_merged_not_replaced(values):
 
 
 def test_an_eval_section_left_empty_still_gets_the_resource():
-    cfgs = configs(chart.objects(chart.render({"jobs": {"eval": {"configYaml": "eval:\n  sandbox:\n"}}})))
+    empty = "eval:\n  model: {path: m}\n  sandbox:\n"
+    cfgs = configs(chart.objects(render_all({"jobs": {"eval": {"configYaml": empty}}})))
     assert cfgs["star1-eval-config"]["eval"]["sandbox"] == {"ray_resource": RESOURCE}
 
 
 def test_a_user_config_on_another_resource_is_refused():
     values = {"jobs": {"eval": {"config": {"eval": {"sandbox": {"ray_resource": "my_pool"}}}}}}
     with pytest.raises(ChartError, match=re.escape('eval.sandbox.ray_resource is "my_pool"')):
-        chart.render(values)
+        render_all(values)
     # with the chart's group disabled, the user's own placement is theirs to make
     cfgs = configs(
-        chart.objects(chart.render({"jobs": {"eval": {**values["jobs"]["eval"], **OFF["jobs"]["eval"]}}}))
+        chart.objects(render_all({"jobs": {"eval": {**values["jobs"]["eval"], **OFF["jobs"]["eval"]}}}))
     )
     assert cfgs["star1-eval-config"]["eval"]["sandbox"] == {"ray_resource": "my_pool"}
 
@@ -414,7 +418,7 @@ def test_a_user_config_on_another_resource_is_refused():
 )
 def test_bad_sandbox_values_fail(values, message):
     with pytest.raises(ChartError, match=re.escape(message)):
-        chart.render(values)
+        render_all(values)
 
 
 def test_a_worker_group_named_sandbox_is_refused():
@@ -426,4 +430,4 @@ def test_a_worker_group_named_sandbox_is_refused():
         }
     }
     with pytest.raises(ChartError, match="taken by the code sandbox group"):
-        chart.render(values)
+        render_all(values)

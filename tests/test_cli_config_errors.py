@@ -1,6 +1,7 @@
 """Exit 2 means a bad config wherever it is found: on loading, or by a stage before it does any work (an
-unconfigured role, an unknown source or benchmark, a training setup error inside `pipeline`). The nightly job
-tells these from infrastructure failures (exit 1) by the code alone."""
+unconfigured role, an unknown source or benchmark, a training setup error inside `pipeline`). The job wrapper
+tells these (never retried) from infrastructure failures (exit 7: the GPUs never came, a Ray node was lost;
+retried in place) by the code alone."""
 
 from __future__ import annotations
 
@@ -101,3 +102,20 @@ def test_benchmarks_with_config_lists_its_registry():
 def test_benchmarks_missing_registry_exits_2(tmp_path):
     r = runner.invoke(app, ["benchmarks", "--set", f"eval.registry={tmp_path / 'nope.yaml'}"])
     assert r.exit_code == 2 and "eval.registry" in r.output
+
+
+def test_gpus_that_never_come_exit_7_from_eval_and_train(tmp_path, monkeypatch):
+    import star1.evals.run as eval_run
+    import star1.train.run as train_run
+    from star1.ray_utils import ResourceWaitTimeout
+
+    def no_gpus(*args, **kwargs):
+        raise ResourceWaitTimeout("eval engines: no capacity for 8 GPU after 600 s")
+
+    monkeypatch.setattr(eval_run, "run_eval", no_gpus)
+    monkeypatch.setattr(train_run, "run_train", no_gpus)
+    cfg = _config(tmp_path, f"eval: {{model: {{path: {tmp_path / 'model'}}}}}\ntrain: {{model: local}}\n")
+    for command in ("eval", "train"):
+        r = runner.invoke(app, [command, "-c", str(cfg)])
+        assert r.exit_code == 7, r.output
+        assert "infrastructure failure" in r.output and "no capacity for 8 GPU" in r.output

@@ -46,7 +46,7 @@ def cli(*args: str):
 
 def test_an_outage_leaves_the_stage_incomplete_and_a_rerun_pays_only_for_the_failed_rows(tmp_path):
     """Three rows meet a 5xx outage through all their attempts. They are not rejected: the stage is
-    incomplete (exit 3), downstream refuses it, and the rerun after the outage asks only for those rows."""
+    incomplete (exit 5), downstream refuses it, and the rerun after the outage asks only for those rows."""
     faults = Faults(plan={"classifier-m:OUTAGE": ["500"] * 6})  # 3 rows × 2 attempts, then the outage ends
     with FakeLLMServer(RESPONDERS, faults) as srv:
         cfg = write_config(tmp_path, srv, roles={"classifier": {"max_attempts": 2}})
@@ -54,7 +54,7 @@ def test_an_outage_leaves_the_stage_incomplete_and_a_rerun_pays_only_for_the_fai
         write_pool(store, LABELLED_PROMPTS)
 
         first = cli("classify", "-c", str(cfg))
-        assert first.exit_code == 3, first.output
+        assert first.exit_code == 5, first.output
         assert "incomplete" in first.output and "star1 classify" in first.output
         m = read_manifest(store, "classify")
         assert m.status == "incomplete" and m.failures["by_reason"] == {"server_error": 3}
@@ -202,7 +202,7 @@ def test_a_pipeline_whose_classifier_outputs_nothing_stops_non_zero(tmp_path):
         store = Store.from_uri(str(tmp_path / "store"))
         write_pool(store, LABELLED_PROMPTS[:4])
         res = cli("pipeline", "-c", str(cfg))
-    assert res.exit_code == 4, res.output
+    assert res.exit_code == 6, res.output
     assert "classify failed: no rows out of 4" in " ".join(res.output.split())
     assert read_manifest(store, "classify").status == "failed"
     assert not store.exists("generate/manifest.json") and not store.exists("export/star1.json")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from star1.cli import data, report, submit, train  # noqa: F401  (each registers its commands)
+from star1.cli import data, nightly, report, submit, train  # noqa: F401  (each registers its commands)
 from star1.cli import eval as _eval  # noqa: F401  (registers the eval commands)
 from star1.cli.common import app
 

@@ -9,10 +9,12 @@ import typer
 from rich.console import Console
 
 from star1.config import ConfigError, Star1Config, load_config
+from star1.exits import Exit
 
-# exit codes: 1 error, 2 bad config, 3 a stage is incomplete (rerun to retry failed calls), 4 a stage's
-# result failed its checks (empty, too many rejects)
-EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_FAILED = 2, 3, 4
+# the exit codes commands use (the whole table, and which codes are retried: star1/exits.py)
+EXIT_ERROR, EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_FAILED, EXIT_INFRA = (
+    Exit.ERROR, Exit.CONFIG, Exit.INCOMPLETE, Exit.CHECKS_FAILED, Exit.INFRA
+)  # fmt: skip
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="STAR-1-style safety data, on Ray.")
 console = Console(stderr=True, soft_wrap=True)  # long lines (paths) are not cut into pieces
@@ -46,7 +48,7 @@ def load(path: Path | None, overrides: list[str] | None) -> Star1Config:
         return load_config(path or DEMO_CONFIG, overrides)
     except ConfigError as e:
         console.print(f"[red]config error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_CONFIG) from None
 
 
 def open_store(cfg: Star1Config):
@@ -57,4 +59,15 @@ def open_store(cfg: Star1Config):
         return Store.from_uri(cfg.store.uri, cfg.store.endpoint_url, cfg.store.region)
     except (ValueError, OSError) as e:
         console.print(f"[red]store error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def infra_exit(e: BaseException) -> typer.Exit | None:
+    """Exit 7 for a failure of the cluster rather than of the work (the GPUs never came, a Ray node or worker
+    was lost): the job wrapper retries those. None for anything else."""
+    from star1.ray_utils import is_infra_error
+
+    if not is_infra_error(e):
+        return None
+    console.print(f"[red]infrastructure failure:[/red] {type(e).__name__}: {e}", highlight=False)
+    return typer.Exit(EXIT_INFRA)

@@ -18,6 +18,7 @@ from star1.cli.common import (
     SetOpt,
     app,
     console,
+    infra_exit,
     load,
     open_store,
 )
@@ -115,8 +116,14 @@ def _run_stages(
         console.print(f"[red]config error:[/red] {e}")
         raise typer.Exit(EXIT_CONFIG) from None
     except (SourceError, FileNotFoundError, LLMCallError, RuntimeError, TimeoutError) as e:
+        if (code := infra_exit(e)) is not None:
+            raise code from None
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
+    except Exception as e:  # Ray's own errors (a node lost, a worker killed) are no RuntimeError
+        if (code := infra_exit(e)) is None:
+            raise
+        raise code from None
 
 
 AcceptOpt = Annotated[
@@ -160,7 +167,7 @@ def pipeline(
     config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, accept: AcceptOpt = False
 ) -> None:
     """Run every stage in order, skipping those whose manifests are current; stop at the first stage that
-    is incomplete or fails its checks (exit 3 / 4)."""
+    is incomplete or fails its checks (exit 5 / 6)."""
     from star1.pipeline import step_names
 
     cfg = load(config, set_)

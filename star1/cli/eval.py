@@ -9,7 +9,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from star1.cli.common import EXIT_CONFIG, ConfigOpt, ForceOpt, SetOpt, app, console, load, open_store
+from star1.cli.common import (
+    EXIT_CONFIG,
+    EXIT_INCOMPLETE,
+    ConfigOpt,
+    ForceOpt,
+    SetOpt,
+    app,
+    console,
+    infra_exit,
+    load,
+    open_store,
+)
 from star1.config import ConfigError, Star1Config
 
 if TYPE_CHECKING:
@@ -66,7 +77,7 @@ def _fail_if_incomplete(results: list[EvalResult]) -> None:
             "rerun to retry failed generations (stored ones are re-used)"
         )
     if bad:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_INCOMPLETE)
 
 
 @app.command(name="eval")
@@ -99,6 +110,14 @@ def eval_cmd(
         overrides.append(f"eval.limit={limit}")
     cfg = load(config, overrides)
     store = open_store(cfg)
+    result = evaluate(cfg, store, run_name, force)
+    report([result])
+    _fail_if_incomplete([result])
+
+
+def evaluate(cfg: Star1Config, store: Store, run_name: str | None = None, force: bool = False) -> EvalResult:
+    """One eval run with the command line's exits: 2 a config error, 7 an infrastructure failure (the GPUs
+    never came, a Ray node was lost), 1 any other error. An incomplete run is returned, not an exit."""
     from star1.evals.items import BenchmarkError
     from star1.evals.run import run_eval
 
@@ -107,17 +126,21 @@ def eval_cmd(
             from star1.ray_utils import init_ray
 
             console.print(init_ray(cfg.ray))
-        result = run_eval(
+        return run_eval(
             cfg, store, run_name=run_name, force=force, log=lambda m: console.print(m, highlight=False)
         )
     except ConfigError as e:  # eval.model unset, an unknown benchmark, a bad registry, …
         console.print(f"[red]config error:[/red] {e}")
         raise typer.Exit(EXIT_CONFIG) from None
     except (BenchmarkError, FileNotFoundError, RuntimeError) as e:
+        if (code := infra_exit(e)) is not None:
+            raise code from None
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
-    report([result])
-    _fail_if_incomplete([result])
+    except Exception as e:  # Ray's own errors (a node lost) are no RuntimeError
+        if (code := infra_exit(e)) is None:
+            raise
+        raise code from None
 
 
 @app.command(name="benchmarks")
@@ -173,6 +196,8 @@ def pipeline_evals(cfg: Star1Config, store: Store, force: bool = False) -> None:
         console.print(f"[red]config error:[/red] {e}")
         raise typer.Exit(EXIT_CONFIG) from None
     except (BenchmarkError, FileNotFoundError, RuntimeError) as e:
+        if (code := infra_exit(e)) is not None:
+            raise code from None
         console.print(f"[red]eval error:[/red] {e}")
         raise typer.Exit(1) from None
     for r in results:  # the scorecard below shows the scores

@@ -30,6 +30,17 @@ def _say(msg: str) -> None:
     console.print(msg, highlight=False, markup=False)
 
 
+def _config_text(config: Path, set_: list[str] | None) -> str:
+    """The run config to ship, validated first (exit 2): the file as written, or with --set applied."""
+    _validated(config, set_)
+    if not set_:
+        return config.read_text(encoding="utf-8")
+    data = load_yaml(config) or {}
+    for s in set_:
+        apply_override(data, s)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
 def _validated(config: Path | None, set_: list[str] | None) -> None:
     """Fail with exit 2 before anything is submitted when the run config does not validate."""
     try:
@@ -125,6 +136,12 @@ def k8s(
     name: Annotated[
         str | None, typer.Option("--name", help="release name (chart) or RayJob name (--manifest)")
     ] = None,
+    owner_job: Annotated[
+        str | None,
+        typer.Option(
+            "--owner-job", help="JOB_NAME:JOB_UID: the RayJob is owned by this batch Job (deleted with it)"
+        ),
+    ] = None,
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "star1",
     context: Annotated[str | None, typer.Option("--context", help="kubeconfig context")] = None,
     chart: Annotated[Path | None, typer.Option("--chart", help="default: helm/star1")] = None,
@@ -134,7 +151,9 @@ def k8s(
     timeout: Annotated[float | None, typer.Option("--timeout", help="stop following after this")] = None,
 ) -> None:
     """Create a KubeRay RayJob for JOB (rendered from the chart) or from --manifest, follow it to its end;
-    exit 0 only if it succeeded. Ctrl-C detaches (the RayJob keeps running)."""
+    exit 0 only if it succeeded. Ctrl-C detaches (the RayJob keeps running). With --manifest, --config is
+    copied into a ConfigMap the RayJob owns and mounts (the nightly creator does this)."""
+    from star1.deploy import rayjob as rj
     from star1.deploy.chart import ChartError
     from star1.deploy.rayjob import RayJobError, chart_values, dump_yaml, from_chart, from_manifest
     from star1.deploy.submit import stamp, submit_k8s
@@ -146,18 +165,18 @@ def k8s(
         configmap, policies = None, []
         if manifest is not None:
             rayjob = from_manifest(manifest, name, namespace)
+            if config is not None:
+                configmap = rj.own_config(rayjob, _config_text(config, set_))
         else:
             assert job is not None
             config_yaml = None
             if config is not None:
-                _validated(config, set_)
-                data = load_yaml(config) or {}
-                for s in set_ or []:
-                    apply_override(data, s)
-                config_yaml = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+                config_yaml = _config_text(config, set_)
             vals = chart_values(job, list(values or []), list(helm_set or []), config_yaml)
             release = name or f"star1-{stamp()[4:]}"
             configmap, rayjob, policies = from_chart(job, vals, release, namespace, chart)
+        if owner_job:
+            rj.owner_job(rayjob, owner_job)
     except (RayJobError, ChartError, ConfigError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None

@@ -7,7 +7,17 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from star1.cli.common import ConfigOpt, ForceOpt, SetOpt, app, console, load, open_store
+from star1.cli.common import (
+    EXIT_CONFIG,
+    ConfigOpt,
+    ForceOpt,
+    SetOpt,
+    app,
+    console,
+    infra_exit,
+    load,
+    open_store,
+)
 
 
 def describe(snap: dict[str, Any]) -> str:
@@ -53,8 +63,12 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False
                                progress=progress)  # fmt: skip
         except TrainSetupError as e:
             console.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2) from None
+            raise typer.Exit(EXIT_CONFIG) from None
         except TrainFailed as e:
             console.print(f"[red]failed:[/red] {e}")
             raise typer.Exit(1) from None
+        except Exception as e:  # the GPUs never came, a node was lost: exit 7; anything else as it is
+            if (code := infra_exit(e)) is None:
+                raise
+            raise code from None
     print(result.url("model"))

@@ -34,6 +34,11 @@ class ReportConfig(Strict):
         description="dotted paths into the runs' manifest.json that must be equal too (e.g. params.judge)",
     )
     folder: str = Field("report", description="store folder for scorecards and the comparison history")
+    baseline: str | None = Field(
+        None,
+        description="the nightly job's baseline eval run (a run name under <store>/eval/, a folder or URI); "
+        "`star1 nightly --baseline` and env STAR1_BASELINE override it",
+    )
     reference: str | None = Field(None, description="scorecard row the deltas are taken against")
     published: list[str] = Field(
         default_factory=list, description="paper rows to include: keys (7b-star1), sizes (7b) or 'all'"

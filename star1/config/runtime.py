@@ -17,3 +17,10 @@ class RayConfig(Strict):
     enabled: bool = Field(True, description="run through Ray; false runs everything in this process")
     address: str | None = Field(None, description="cluster address; default: env RAY_ADDRESS, else local")
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a local cluster")
+    resource_wait_s: float = Field(
+        600.0,
+        ge=0,
+        description="on a running cluster (ray.address / RAY_ADDRESS), how long train and the ray eval "
+        "backend wait for the GPUs, accelerator type or custom resources they ask for to appear (the "
+        "autoscaler is asked for them meanwhile) before failing with exit 7 (infrastructure)",
+    )

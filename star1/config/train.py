@@ -127,8 +127,8 @@ class ScalingSection(Strict):
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     check_resources: bool = Field(
         True,
-        description="fail before starting when the cluster lacks the GPUs/CPUs asked for; turn off on "
-        "autoscaling clusters whose worker nodes start on demand",
+        description="fail before starting when the cluster lacks the GPUs/CPUs asked for (on a running "
+        "cluster only after waiting ray.resource_wait_s for them, so autoscaling GPU groups pass)",
     )
 
     @field_validator("num_workers")

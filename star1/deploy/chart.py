@@ -1,5 +1,7 @@
 """The Helm chart `helm/star1` as data: offline rendering (helm-python-sdk embeds Helm v4, no binary, no
-cluster), the rendered objects, and `k8s/` — the kubectl-ready rendering with default values.
+cluster), the rendered objects, and `k8s/` — the kubectl-ready rendering: `curate.yaml` with the chart's
+default values (which enable only curate), and `sft.yaml`, `eval.yaml`, `nightly.yaml` with the documented
+override files `helm/examples/<job>.yaml` (each a complete starting point for that job).
 
     python -m star1.deploy.chart write     # re-render k8s/ (`make k8s`)
     python -m star1.deploy.chart check     # exit 1 when k8s/ differs from a fresh render
@@ -17,12 +19,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "helm" / "star1"
 K8S_DIR = REPO / "k8s"
+EXAMPLES_DIR = REPO / "helm" / "examples"
 RELEASE = "star1"
 NAMESPACE = "star1"
 JOBS = ("curate", "sft", "eval")
 HEADER = (
-    "# Rendered from helm/star1 with its default values (release {release}, namespace {namespace}) by\n"
-    "# `make k8s`. Do not edit: change the chart and re-render (a test keeps this file in sync).\n"
+    "# Rendered from helm/star1 with its default values{extra} (release {release}, namespace {namespace})\n"
+    "# by `make k8s`. Do not edit: change the chart and re-render (a test keeps this file in sync).\n"
 )
 
 
@@ -79,9 +82,12 @@ def objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
     return out
 
 
-def k8s_files(rendered: dict[str, str], release: str = RELEASE, namespace: str = NAMESPACE) -> dict[str, str]:
+def k8s_files(
+    rendered: dict[str, str], release: str = RELEASE, namespace: str = NAMESPACE, values_file: str = ""
+) -> dict[str, str]:
     """`{file name: text}` for k8s/: one file per template that rendered something."""
-    head = HEADER.format(release=release, namespace=namespace)
+    extra = f" + {values_file}" if values_file else ""
+    head = HEADER.format(release=release, namespace=namespace, extra=extra)
     return {
         Path(name).name: head + text.strip() + "\n"
         for name, text in sorted(rendered.items())
@@ -89,9 +95,40 @@ def k8s_files(rendered: dict[str, str], release: str = RELEASE, namespace: str =
     }
 
 
-def write_k8s(directory: Path = K8S_DIR) -> list[Path]:
-    """Re-render k8s/ with the chart's default values; stale rendered files are removed."""
+def examples() -> dict[str, Path]:
+    """The documented override files: `{job: helm/examples/<job>.yaml}`."""
+    return {p.stem: p for p in sorted(EXAMPLES_DIR.glob("*.yaml"))}
+
+
+def example_values(*jobs: str) -> dict[str, Any]:
+    """The values of the named examples (default: all) merged, with curate enabled as by default: every
+    job of the chart, configured."""
+    from star1.deploy.rayjob import deep_merge
+
+    values: dict[str, Any] = {}
+    for job, path in examples().items():
+        if not jobs or job in jobs:
+            values = deep_merge(values, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return deep_merge(values, {"jobs": {"curate": {"enabled": True}}})
+
+
+def k8s_renders() -> dict[str, str]:
+    """Every k8s/ file: the default rendering (curate), then each example's own job."""
     files = k8s_files(render())
+    for job, path in examples().items():
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        mine = k8s_files(render(values), values_file=str(path.relative_to(REPO)))
+        if set(mine) != {f"{job}.yaml"}:
+            raise ChartError(
+                f"{path} must render {job}.yaml alone (disable the other jobs), got {sorted(mine)}"
+            )
+        files.update(mine)
+    return files
+
+
+def write_k8s(directory: Path = K8S_DIR) -> list[Path]:
+    """Re-render k8s/ (defaults + the examples); stale rendered files are removed."""
+    files = k8s_renders()
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.glob("*.yaml"):
         if old.name not in files:
@@ -106,7 +143,7 @@ def write_k8s(directory: Path = K8S_DIR) -> list[Path]:
 
 def stale_k8s(directory: Path = K8S_DIR) -> list[str]:
     """Names of k8s/ files that differ from a fresh render (missing, extra or changed)."""
-    want = k8s_files(render())
+    want = k8s_renders()
     have = {p.name: p.read_text(encoding="utf-8") for p in directory.glob("*.yaml")}
     return sorted(n for n in want.keys() | have.keys() if want.get(n) != have.get(n))
 

@@ -1,9 +1,9 @@
 """KubeRay RayJobs from the chart: build one (the chart's rendering of a single job), create it with the
 `kubernetes` client, and follow its status to a terminal state.
 
-Only `create` and `get` on `rayjobs` (plus `create` on `configmaps`, and on `networkpolicies` for an eval with
-the code sandbox group, for a job built from the chart) are used, so the nightly CronJob's service account
-needs nothing more.
+Only `create`, `get` and (to take back a RayJob whose ConfigMap could not be made) `delete` on `rayjobs`,
+plus `create` on `configmaps` (and on `networkpolicies` for an eval with the code sandbox group) are used,
+so the nightly CronJob's service account needs nothing more.
 """
 
 from __future__ import annotations
@@ -99,6 +99,55 @@ def from_manifest(path: Path, name: str | None, namespace: str | None) -> dict:
     return obj
 
 
+def own_config(rayjob: dict, text: str) -> dict:
+    """Point the RayJob's pods at a ConfigMap of its own, `<name>-config`, holding the run config `text`;
+    return that ConfigMap (created after the RayJob, owned by it). The nightly creator does this: the chart's
+    ConfigMap belongs to the Helm release and goes with `helm uninstall`, this one goes with the RayJob."""
+    meta = rayjob["metadata"]
+    cm_name = f"{meta['name']}-config"
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"]["template"]] + [
+        g["template"] for g in cluster.get("workerGroupSpecs", [])
+    ]
+    pointed = 0
+    for t in templates:
+        for v in t["spec"].get("volumes", []):
+            if v.get("name") == "config" and "configMap" in v:
+                v["configMap"]["name"] = cm_name
+                pointed += 1
+    if not pointed:
+        raise RayJobError(
+            f"rayjob/{meta['name']}: no pod mounts a volume named 'config' to point at {cm_name}"
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": cm_name,
+            "namespace": meta["namespace"],
+            "labels": dict(meta.get("labels") or {}),
+        },
+        "data": {"config.yaml": text},
+    }
+
+
+def owner_job(rayjob: dict, spec: str) -> None:
+    """Make the RayJob owned by a batch/v1 Job, given as NAME:UID (the nightly CronJob's Job: the pod learns
+    both from its labels through the downward API), so it is garbage-collected with that Job. No
+    blockOwnerDeletion: that would need rights on the Job the creator does not have."""
+    name, _, uid = spec.partition(":")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?", name) or not re.fullmatch(
+        r"[0-9a-fA-F-]+", uid
+    ):
+        raise RayJobError(
+            f"--owner-job {spec!r}: expected JOB_NAME:JOB_UID (in a Job's pod, the labels "
+            "batch.kubernetes.io/job-name and batch.kubernetes.io/controller-uid)"
+        )
+    rayjob["metadata"]["ownerReferences"] = [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid}
+    ]
+
+
 def check_name(name: str) -> None:
     if len(name) > MAX_NAME or not NAME_RE.match(name):
         raise RayJobError(
@@ -168,10 +217,12 @@ class Kube:
         """Create the RayJob (or adopt the one of that name: a retried creator makes no second job), then
         its NetworkPolicies, then its ConfigMap, all owned by the RayJob so they go away together. Every Ray
         pod mounts the ConfigMap, so none starts before the policies exist; when one cannot be made, the
-        ConfigMap is not made either and the job's pods never start."""
+        ConfigMap is not made either, and a RayJob this call created is deleted again (it would wait for its
+        ConfigMap forever) — or, without the right to, named for deletion."""
         from kubernetes.client.exceptions import ApiException
 
         ns, name = rayjob["metadata"]["namespace"], rayjob["metadata"]["name"]
+        fresh = True
         try:
             created = self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, rayjob)
             say(f"created rayjob/{name} in namespace {ns}")
@@ -181,6 +232,7 @@ class Kube:
             created = self.get(ns, name)
             if created is None:
                 raise RayJobError(f"rayjob/{name} exists and vanished while being read") from None
+            fresh = False
             say(f"rayjob/{name} already exists in {ns}: following it")
         owner = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -188,27 +240,42 @@ class Kube:
             "name": name,
             "uid": created["metadata"]["uid"],
         }
-        for policy in policies:
-            what = f"networkpolicy/{policy['metadata']['name']}"
-            _create_owned(self.net.create_namespaced_network_policy, ns, policy, owner, lambda e, w=what: (
-                f"rayjob/{name} was created, but not its {w} ({_reason(e)}): its pods wait for a ConfigMap "
-                f"that was not created either; delete it with `kubectl -n {ns} delete rayjob {name}`"
-            ))  # fmt: skip
+        owned = [(self.net.create_namespaced_network_policy, p, "networkpolicy") for p in policies]
         if configmap is not None:
-            what = f"configmap/{configmap['metadata']['name']}"
-            _create_owned(self.core.create_namespaced_config_map, ns, configmap, owner,
-                          lambda e, w=what: f"creating {w}: {_reason(e)}")  # fmt: skip
+            owned.append((self.core.create_namespaced_config_map, configmap, "configmap"))
+        for create, obj, kind in owned:
+            try:
+                _create_owned(create, ns, obj, owner)
+            except ApiException as e:
+                why = (
+                    f"rayjob/{name} was created, but not its {kind}/{obj['metadata']['name']} ({_reason(e)})"
+                )
+                if fresh and self.delete(ns, name):
+                    raise RayJobError(
+                        f"{why}: the RayJob was deleted again, nothing was left waiting"
+                    ) from None
+                raise RayJobError(
+                    f"{why}: its pods wait for a ConfigMap that was not created; delete it with "
+                    f"`kubectl -n {ns} delete rayjob {name}`"
+                ) from None
         return created
+
+    def delete(self, namespace: str, name: str) -> bool:
+        """Delete a RayJob (KubeRay then removes its cluster); True when it is gone."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as e:
+            return e.status == 404
+        return True
 
 
 def _create_owned(
-    create: Callable[[str, dict[str, Any]], Any],
-    ns: str,
-    obj: dict[str, Any],
-    owner: dict[str, Any],
-    message: Callable[[Any], str],
+    create: Callable[[str, dict[str, Any]], Any], ns: str, obj: dict[str, Any], owner: dict[str, Any]
 ) -> None:
-    """Create a copy of `obj` owned by `owner` (garbage-collected with it); an existing one is kept."""
+    """Create a copy of `obj` owned by `owner` (garbage-collected with it); an existing one is kept, any
+    other refusal raises the ApiException."""
     from kubernetes.client.exceptions import ApiException
 
     owned = copy.deepcopy(obj)
@@ -217,7 +284,7 @@ def _create_owned(
         create(ns, owned)
     except ApiException as e:
         if e.status != 409:
-            raise RayJobError(message(e)) from None
+            raise
 
 
 def _reason(e: Any) -> str:

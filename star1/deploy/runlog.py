@@ -10,10 +10,21 @@ lost mid-run still leaves most of the log) and once more at the end, and writes 
 the command, the run configs it read (text and sha256), exit code, status, times, versions. The manifest
 says `running` until the end, so an interrupted run never looks finished.
 
+Retries happen here, in place, and only for the exit codes that a rerun can fix (star1/exits.py): 5, a stage
+or eval left incomplete, and 7, an infrastructure failure (the GPUs never came, a Ray node was lost). With
+`--retries N` such a command is run again up to N times, `--retry-delay` seconds apart, on the same cluster;
+every stage resumes from the store, so a retry redoes only what did not finish. A config error (2), a
+regression (3), incomparable runs (4), a failed check (6) or any other code ends the run at once: retrying
+them would only repeat them (which is why the chart sets the RayJob's own `backoffLimit`, which retries
+whatever the cause on a whole new cluster, to 0). Each attempt gets `STAR1_ATTEMPT` (1, 2, …) and
+`STAR1_RUN_STARTED_AT` (the wrapper's start, UTC ISO 8601: the nightly job takes its date from it, so a retry
+after midnight evaluates into the same run) in its environment; `run.json` lists every attempt with its exit
+code and what the code means.
+
 `ray job stop` (and KubeRay's deadlines) send SIGTERM: it is forwarded to the command's process group, the
-wrapper waits for it (`RAY_JOB_STOP_WAIT_TIME_S` on the head gives it time), ships the log and exits 143.
-Otherwise it exits with the command's code; a record it could not ship makes it fail (exit 3) rather than
-lose the run's trace.
+wrapper waits for it (`RAY_JOB_STOP_WAIT_TIME_S` on the head gives it time), ships the log and exits 143; a
+stopped run is never retried. Otherwise it exits with the last attempt's code; a record it could not ship
+makes it fail (exit 8) rather than lose the run's trace.
 """
 
 from __future__ import annotations
@@ -34,7 +45,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-UPLOAD_FAILED = 3
+from star1.exits import Exit, meaning, retryable
+
+UPLOAD_FAILED = Exit.RECORD_NOT_SHIPPED
 # Env vars recorded in the manifest: identification only, never credentials.
 RECORDED_ENV = ("STAR1_JOB", "RAY_CLUSTER_NAME", "HOSTNAME", "RAY_JOB_SUBMISSION_ID")
 
@@ -83,8 +96,8 @@ class RunRecord:
 
         self.store = Store.from_uri(to).child(run_id)
         self.log = Path(tempfile.mkdtemp(prefix="star1-runlog-")) / "driver.log"
-        self.log.touch()
         self.lock = threading.Lock()
+        self._out = self.log.open("ab")
         self.manifest: dict[str, Any] = {
             "run_id": run_id,
             "status": "running",
@@ -94,6 +107,8 @@ class RunRecord:
             "started_at": _now(),
             "finished_at": None,
             "exit_code": None,
+            "outcome": None,
+            "attempts": [],
             "host": socket.gethostname(),
             "env": {k: os.environ[k] for k in RECORDED_ENV if k in os.environ},
             "ray_submission_id": submission_id(),
@@ -109,14 +124,36 @@ class RunRecord:
             self.store.write_bytes("driver.log", self.log.read_bytes())
             self.store.write_json("run.json", self.manifest)
 
+    def write(self, data: bytes) -> None:
+        """Append to the driver log (flushed: an upload may read it at any moment)."""
+        with self.lock:
+            self._out.write(data)
+            self._out.flush()
+
+    def attempt(self, started_at: str, exit_code: int, stopped: bool, will_retry: bool) -> None:
+        with self.lock:
+            self.manifest["attempts"].append(
+                {
+                    "attempt": len(self.manifest["attempts"]) + 1,
+                    "started_at": started_at,
+                    "finished_at": _now(),
+                    "exit_code": exit_code,
+                    "meaning": "stopped by SIGTERM" if stopped else meaning(exit_code),
+                    "retryable": retryable(exit_code) and not stopped,
+                    "retried": will_retry,
+                }
+            )
+
     def finish(self, exit_code: int, stopped: bool, started: float) -> None:
         status = "stopped" if stopped else ("succeeded" if exit_code == 0 else "failed")
-        self.manifest.update(
-            status=status,
-            exit_code=exit_code,
-            finished_at=_now(),
-            duration_s=round(time.monotonic() - started, 3),
-        )
+        with self.lock:
+            self.manifest.update(
+                status=status,
+                exit_code=exit_code,
+                outcome="stopped by SIGTERM" if stopped else meaning(exit_code),
+                finished_at=_now(),
+                duration_s=round(time.monotonic() - started, 3),
+            )
 
 
 def _versions() -> dict[str, str]:
@@ -143,10 +180,21 @@ def _upload_with_retries(record: RunRecord, attempts: int = 4) -> Exception | No
     return err
 
 
-def run(command: list[str], to: str, cwd: Path, run_id: str, interval: float, grace: float) -> int:
-    """Run `command` in `cwd`, tee its output, ship the record to `to`; returns the exit code to use."""
+def run(
+    command: list[str],
+    to: str,
+    cwd: Path,
+    run_id: str,
+    interval: float,
+    grace: float,
+    retries: int = 0,
+    retry_delay: float = 30.0,
+) -> int:
+    """Run `command` in `cwd` (again, up to `retries` times, while it exits with a retryable code), tee its
+    output, ship the record to `to`; returns the exit code to use."""
     try:
         record = RunRecord(to, run_id, command, cwd)
+        record.manifest["retries"] = retries
         record.upload()
     except Exception as e:  # a bad URI, no credentials, no bucket: say so before any work starts
         print(
@@ -158,23 +206,23 @@ def run(command: list[str], to: str, cwd: Path, run_id: str, interval: float, gr
     print(f"star1.deploy.runlog: driver log and run manifest -> {record.url}/", flush=True)
 
     started = time.monotonic()
-    # its own process group, so a stop reaches `sh -c`'s children too
-    proc = subprocess.Popen(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    stop = threading.Event()
+    env = {**os.environ, "STAR1_RUN_STARTED_AT": record.manifest["started_at"]}
+    stopping = threading.Event()  # a SIGTERM / SIGINT arrived: stop the command, retry nothing
+    done = threading.Event()
+    current: list[subprocess.Popen] = []
     killer: list[threading.Timer] = []
 
     def signal_group(sig: int) -> None:
-        if proc.poll() is None:
+        proc = current[-1] if current else None
+        if proc is not None and proc.poll() is None:
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:
                 pass
 
     def on_signal(signum: int, _frame: Any) -> None:
-        if not stop.is_set():
-            stop.set()
+        if not stopping.is_set():
+            stopping.set()
             killer.append(threading.Timer(grace, signal_group, args=(signal.SIGKILL,)))
             killer[0].daemon = True
             killer[0].start()
@@ -184,34 +232,68 @@ def run(command: list[str], to: str, cwd: Path, run_id: str, interval: float, gr
         signal.signal(sig, on_signal)
 
     def periodic() -> None:
-        while not stop.wait(interval) and proc.poll() is None:
+        while not done.wait(interval):
             _upload_with_retries(record, attempts=1)
 
     threading.Thread(target=periodic, daemon=True).start()
-    assert proc.stdout is not None
-    with record.log.open("ab") as log:
-        for line in iter(proc.stdout.readline, b""):
-            sys.stdout.buffer.write(line)
-            sys.stdout.buffer.flush()
-            with record.lock:
-                log.write(line)
-                log.flush()
-    code = proc.wait()
+    code = 0
+    for attempt in range(1, retries + 2):
+        if stopping.is_set():
+            break
+        attempt_started = _now()
+        code = _attempt(command, cwd, {**env, "STAR1_ATTEMPT": str(attempt)}, record, current)
+        again = retryable(code) and attempt <= retries and not stopping.is_set()
+        record.attempt(attempt_started, code, stopping.is_set(), again)
+        if not again:
+            break
+        note = (
+            f"star1.deploy.runlog: attempt {attempt} exited {code} ({meaning(code)}): retrying in "
+            f"{retry_delay:g} s (attempt {attempt + 1} of {retries + 1}; finished work is kept)\n"
+        )
+        _tee(note.encode(), record)
+        _upload_with_retries(record, attempts=1)
+        if stopping.wait(retry_delay):
+            break
     for timer in killer:
         timer.cancel()
-    stopped = stop.is_set()
-    stop.set()
+    stopped = stopping.is_set()
+    done.set()
     record.finish(code, stopped, started)
     err = _upload_with_retries(record)
     if err is not None:
         print(f"star1.deploy.runlog: could not ship the run record to {record.url}: {err}", file=sys.stderr)
         return code if code > 0 else UPLOAD_FAILED
+    tries = len(record.manifest["attempts"])
     print(
-        f"star1.deploy.runlog: {record.manifest['status']} (exit {code}); record at {record.url}/", flush=True
+        f"star1.deploy.runlog: {record.manifest['status']} (exit {code}: {record.manifest['outcome']}"
+        + (f", after {tries} attempts" if tries > 1 else "")
+        + f"); record at {record.url}/",
+        flush=True,
     )
     if stopped:
         return 128 + signal.SIGTERM
     return 128 - code if code < 0 else code
+
+
+def _attempt(
+    command: list[str], cwd: Path, env: dict[str, str], record: RunRecord, current: list[subprocess.Popen]
+) -> int:
+    """One run of the command, its output teed to our stdout and the log; returns its exit code."""
+    # its own process group, so a stop reaches `sh -c`'s children too
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    current.append(proc)
+    assert proc.stdout is not None
+    for line in iter(proc.stdout.readline, b""):
+        _tee(line, record)
+    return proc.wait()
+
+
+def _tee(line: bytes, record: RunRecord) -> None:
+    sys.stdout.buffer.write(line)
+    sys.stdout.buffer.flush()
+    record.write(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-id", default=None, help="default: <UTC time>-<Ray submission id>")
     p.add_argument("--interval", type=float, default=300.0, help="seconds between log uploads while running")
     p.add_argument("--grace", type=float, default=25.0, help="seconds the command gets after SIGTERM")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="run the command again up to N times while it exits 5 (incomplete) or 7 (infrastructure)",
+    )
+    p.add_argument("--retry-delay", type=float, default=30.0, help="seconds between attempts")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS…]")
     args = p.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -228,8 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("no command given (put it after --)")
     if not args.cwd.is_dir():
         p.error(f"--cwd {args.cwd} is not a folder")
+    if args.retries < 0 or args.retry_delay < 0:
+        p.error("--retries and --retry-delay must be >= 0")
     run_id = args.run_id or default_run_id()
-    return run(command, args.to, args.cwd.resolve(), run_id, args.interval, args.grace)
+    cwd = args.cwd.resolve()
+    return run(command, args.to, cwd, run_id, args.interval, args.grace, args.retries, args.retry_delay)
 
 
 if __name__ == "__main__":

@@ -442,6 +442,15 @@ class _Run:
         return extra
 
 
+def engine_pool(cfg: Star1Config, store: Store) -> EnginePool:
+    """The engines of a run; joining a running cluster, ray-backend engines wait `ray.resource_wait_s` for
+    their GPUs (a local cluster cannot grow: they look once)."""
+    from star1.ray_utils import joins_cluster
+
+    wait = cfg.ray.resource_wait_s if joins_cluster(cfg.ray) else 0.0
+    return EnginePool(store, cfg.eval.chunk_size, resource_wait_s=wait)
+
+
 def run_eval(
     cfg: Star1Config,
     store: Store,
@@ -457,7 +466,7 @@ def run_eval(
         raise ConfigError("eval.model is not set (the model to evaluate)")
     name = run_name or cfg.eval.run_name or slug(model.label)
     own = pool is None
-    pool = pool or EnginePool(store, cfg.eval.chunk_size)
+    pool = pool or engine_pool(cfg, store)
     try:
         work = _Run(cfg, store, model, name, pool, log)
         with StageRun(

@@ -10,8 +10,8 @@ tested too, by a bootstrap stratified by benchmark. The p-values of the gated ro
 by Holm's method by default (the secondary rows form another). A row regresses when its adjusted p-value is
 below `alpha` and the paired drop is at least `min_effect` points.
 
-Exit codes: 0 no regression, 3 a significant regression of a gated row, 4 incomparable runs (input errors
-exit 2).
+Exit codes (star1/exits.py): 0 no regression, 3 a significant regression of a gated row, 4 incomparable runs
+(input errors exit 2).
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ from pydantic import BaseModel
 
 from star1.config.report import ReportConfig
 from star1.evals.results import BenchmarkSummary, is_unsafe
+from star1.exits import Exit
 from star1.manifest import stable_hash
 from star1.report import published, stats
 from star1.report.published import KIND_ORDER
 from star1.report.runs import EvalRun, RunError
 
-EXIT_OK, EXIT_REGRESSION, EXIT_INCOMPARABLE = 0, 3, 4
+EXIT_OK, EXIT_REGRESSION, EXIT_INCOMPARABLE = Exit.OK, Exit.REGRESSION, Exit.INCOMPARABLE
 Verdict = Literal["regression", "improvement", "no_change", "incomparable"]
 Outcome = Literal["ok", "regression", "incomparable"]
 AGGREGATES = {"safety": "avg_safety", "reasoning": "avg_reasoning", "overrefusal": "avg_overrefusal"}
@@ -100,7 +101,8 @@ class Comparison(BaseModel):
 
     @property
     def exit_code(self) -> int:
-        return {"ok": EXIT_OK, "regression": EXIT_REGRESSION, "incomparable": EXIT_INCOMPARABLE}[self.outcome]
+        codes = {"ok": EXIT_OK, "regression": EXIT_REGRESSION, "incomparable": EXIT_INCOMPARABLE}
+        return int(codes[self.outcome])
 
 
 @dataclass(frozen=True)

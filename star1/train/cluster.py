@@ -7,21 +7,36 @@ from star1.config import TrainConfig
 from star1.train.errors import TrainSetupError
 
 
+def per_worker(tc: TrainConfig) -> dict[str, float]:
+    """What one Ray Train worker asks for: `resources_per_worker` (default 1 CPU), plus 1 GPU with use_gpu."""
+    per = dict(tc.scaling.resources_per_worker or {"CPU": 1.0})
+    if tc.scaling.use_gpu:
+        per.setdefault("GPU", 1.0)
+    return per
+
+
+def worker_bundles(tc: TrainConfig) -> list[dict[str, float]]:
+    """The resources the whole worker group needs (one worker for `num_workers: auto`), with the accelerator
+    type as Ray Train asks for it: a sliver of `accelerator_type:<T>`, which every node of that type has."""
+    per = per_worker(tc)
+    if tc.scaling.accelerator_type:
+        per[f"accelerator_type:{tc.scaling.accelerator_type}"] = 0.001
+    n = tc.scaling.num_workers
+    return [dict(per) for _ in range(n if isinstance(n, int) else 1)]
+
+
 def resolve_scaling(tc: TrainConfig, cluster: dict[str, float]) -> tuple[int, dict[str, float], list[str]]:
     """(workers, resources per worker, notes); raise when the cluster cannot hold the run."""
     s, r = tc.scaling, tc.recipe
-    per = dict(s.resources_per_worker or {"CPU": 1.0})
-    if s.use_gpu:
-        per.setdefault("GPU", 1.0)
+    per = per_worker(tc)
     notes: list[str] = []
     where = f" (preset {tc.preset})" if tc.preset else ""
     if s.check_resources:
         if s.use_gpu and cluster.get("GPU", 0) <= 0:
             raise TrainSetupError(
                 f"train.scaling asks for GPUs{where} but the Ray cluster has none (CPU only: "
-                f"{int(cluster.get('CPU', 0))} CPUs); use a GPU cluster, or drop the preset / use_gpu. "
-                "On an autoscaling cluster whose GPU nodes start on demand set "
-                "train.scaling.check_resources=false"
+                f"{int(cluster.get('CPU', 0))} CPUs); use a GPU cluster, or drop the preset / use_gpu "
+                "(joining a running cluster, train first waits ray.resource_wait_s for its GPU nodes)"
             )
         if s.accelerator_type and not any(k == f"accelerator_type:{s.accelerator_type}" for k in cluster):
             raise TrainSetupError(f"the Ray cluster has no accelerator of type {s.accelerator_type}")

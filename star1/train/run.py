@@ -25,7 +25,7 @@ from star1.stage_run import IncompleteInput, StageRun
 from star1.store import Store
 from star1.train.batching import BatchError, Geometry, geometry
 from star1.train.checkpoints import checkpoint_store, guard_checkpoints, registered_step
-from star1.train.cluster import resolve_scaling
+from star1.train.cluster import resolve_scaling, worker_bundles
 from star1.train.data import TrainDataError, load_records
 from star1.train.encode import EncodeStats, Formatter
 from star1.train.errors import TrainFailed, TrainSetupError
@@ -145,6 +145,7 @@ def run_train(
     where = init_ray(cfg.ray)
     if not cfg.ray.enabled:
         log("train: runs on Ray whatever ray.enabled says (Ray Train)")
+    _wait_for_workers(cfg, tc, run, log)
     workers, per_worker, notes = resolve_scaling(tc, ray.cluster_resources())
     try:
         geom = geometry(
@@ -195,6 +196,17 @@ def run_train(
         f"{t['tokens_per_s_per_worker']:.0f} tokens/s per worker → {store.url(layout.model)}"
     )
     return TrainResult(run, False, manifest, store, layout)
+
+
+def _wait_for_workers(cfg: Star1Config, tc: TrainConfig, run: str, log: LogFn) -> None:
+    """On a running cluster (a RayJob's, whose GPU group starts at zero nodes) wait up to
+    `ray.resource_wait_s` for the GPUs / accelerator type the workers ask for; a local cluster cannot grow,
+    so there `resolve_scaling` says at once what is missing."""
+    from star1.ray_utils import joins_cluster, needs_special_resources, wait_for_resources
+
+    bundles = worker_bundles(tc)
+    if joins_cluster(cfg.ray) and needs_special_resources(bundles):
+        wait_for_resources(bundles, cfg.ray.resource_wait_s, what=f"train '{run}'", log=log)
 
 
 def _own_ds_config(cfg: Star1Config, tc: TrainConfig) -> dict[str, Any] | None:

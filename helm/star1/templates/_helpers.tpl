@@ -3,15 +3,23 @@ Shared pieces of every star1 object. A job's RayJob spec is built once ("star1.r
 RayJob templates, the RayCronJob's jobTemplate and the CronJob's RayJob template.
 */}}
 
-{{/* Standard labels; arg: (dict "root" $ "component" NAME) */}}
+{{/*
+Standard labels; arg: (dict "root" $ "component" NAME ["managedBy" WHO]). Objects Helm does not create (the
+nightly's RayJobs, made by the CronJob's pod) pass "managedBy": they must not claim Helm's ownership, or
+`helm` and GitOps tools would adopt or prune them.
+*/}}
 {{- define "star1.labels" -}}
 app.kubernetes.io/name: star1
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
 app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/part-of: star1
+{{- if .managedBy }}
+app.kubernetes.io/managed-by: {{ .managedBy }}
+{{- else }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end }}
 {{- end -}}
 
 {{/* A resource name: <release>-<suffix>, checked against a length limit; arg: (list $ suffix max) */}}
@@ -152,9 +160,18 @@ plain extras; arg: (dict "root" $ "job" KEY "extra" LIST-OF-ENV-MAPS)
 {{/*
 The run config a job reads: configYaml (the whole config as text, e.g. --set-file) or config, over
 run_name star1-<job> (stable, so a resubmitted job resumes and skips finished stages) and the chart's S3 store. A store that is not s3:// would vanish with the pod, so it is refused.
-With "sandbox" (the Ray resource of the cluster's code sandbox group), eval.sandbox.ray_resource is set to it,
-merged into whatever eval.sandbox the config has: generated code then runs only on the sandbox pods.
-arg: (dict "root" $ "component" JOB "where" VALUES-PATH "config" MAP "configYaml" TEXT ["sandbox" RESOURCE])
+Then what the chart knows better than a config file, each refused when the config says otherwise:
+  - "require": dotted paths the job cannot run without (train, eval.model, …): missing, the render fails
+    naming the value to set;
+  - "sandbox" (the Ray resource of the cluster's code sandbox group): eval.sandbox.ray_resource, merged into
+    whatever eval.sandbox the config has: generated code then runs only on the sandbox pods;
+  - "engine" (the eval cluster's GPU pool): eval.model gets backend ray, device gpu, replicas dp,
+    tensor_parallel_size tp and the pool's accelerator type; a judge with a vLLM model (eval.guard.model,
+    eval.refusal.model) gets backend ray and device gpu: the driver runs on the head, which has no GPU;
+  - "baseline": report.baseline (the nightly's);
+  - ray.resource_wait_s from lifecycle.resourceWaitSeconds unless the config sets it.
+arg: (dict "root" $ "component" JOB "where" VALUES-PATH "config" MAP "configYaml" TEXT ["require" LIST]
+      ["sandbox" RESOURCE] ["engine" (dict "dp" N "tp" N "accelerator" TYPE)] ["baseline" RUN])
 */}}
 {{- define "star1.configYaml" -}}
 {{- $cfg := deepCopy (.config | default dict) -}}
@@ -166,22 +183,50 @@ arg: (dict "root" $ "component" JOB "where" VALUES-PATH "config" MAP "configYaml
 {{- end -}}
 {{- $base := dict "run_name" (printf "star1-%s" .component) "store" (dict "uri" (include "star1.storeUri" .root)) -}}
 {{- $merged := mergeOverwrite $base $cfg -}}
+{{- range .require -}}
+{{- include "star1.requireKey" (list $merged . $.where) -}}
+{{- end -}}
 {{- with .sandbox -}}
-{{- $eval := get $merged "eval" | default dict -}}
-{{- if ne (kindOf $eval) "map" -}}
-{{- fail (printf "%s: eval is not a mapping" $.where) -}}
+{{- include "star1.section" (list $merged "eval" $.where) -}}
+{{- $eval := get $merged "eval" -}}
+{{- include "star1.section" (list $eval "sandbox" (printf "%s: eval" $.where)) -}}
+{{- $sb := get $eval "sandbox" -}}
+{{- include "star1.pin" (list $sb "ray_resource" . (printf "%s: eval.sandbox.ray_resource" $.where) "its sandbox worker group advertises that; drop the key or disable jobs.eval.sandbox") -}}
 {{- end -}}
-{{- $sb := get $eval "sandbox" | default dict -}}
-{{- if ne (kindOf $sb) "map" -}}
-{{- fail (printf "%s: eval.sandbox is not a mapping" $.where) -}}
+{{- with .engine -}}
+{{- $model := get (get $merged "eval") "model" -}}
+{{- if ne (toString (get $model "engine")) "openai" -}}
+{{- $why := printf "the eval's GPU pool runs jobs.eval.parallelism {dp: %v, tp: %v}; drop the key or change jobs.eval.parallelism" .dp .tp -}}
+{{- $pool := "the engines run on the eval's GPU pool (the head, where the driver runs, has no GPU); drop the key, or use engine: openai" -}}
+{{- include "star1.pin" (list $model "backend" "ray" (printf "%s: eval.model.backend" $.where) $pool) -}}
+{{- include "star1.pin" (list $model "device" "gpu" (printf "%s: eval.model.device" $.where) $pool) -}}
+{{- include "star1.pin" (list $model "replicas" .dp (printf "%s: eval.model.replicas" $.where) $why) -}}
+{{- include "star1.pin" (list $model "tensor_parallel_size" .tp (printf "%s: eval.model.tensor_parallel_size" $.where) $why) -}}
+{{- with .accelerator -}}
+{{- include "star1.pin" (list $model "accelerator_type" . (printf "%s: eval.model.accelerator_type" $.where) "the eval's GPU group has that acceleratorType; drop the key or change jobs.eval.workers") -}}
 {{- end -}}
-{{- $have := get $sb "ray_resource" | default "" | toString -}}
-{{- if and $have (ne $have .) -}}
-{{- fail (printf "%s: eval.sandbox.ray_resource is %q, but the chart's sandbox worker group advertises %q: drop the key (the chart sets it) or disable jobs.eval.sandbox" $.where $have .) -}}
 {{- end -}}
-{{- $_ := set $sb "ray_resource" . -}}
-{{- $_ = set $eval "sandbox" $sb -}}
-{{- $_ = set $merged "eval" $eval -}}
+{{- range $judge := list "guard" "refusal" -}}
+{{- $section := get (get $merged "eval") $judge -}}
+{{- if and (kindIs "map" $section) (kindIs "map" (get $section "model")) -}}
+{{- $jm := get $section "model" -}}
+{{- if ne (toString (get $jm "engine")) "openai" -}}
+{{- $why := "the driver runs on the head, which has no GPU, so a vLLM judge runs on the GPU pool (or use engine: openai)" -}}
+{{- include "star1.pin" (list $jm "backend" "ray" (printf "%s: eval.%s.model.backend" $.where $judge) $why) -}}
+{{- include "star1.pin" (list $jm "device" "gpu" (printf "%s: eval.%s.model.device" $.where $judge) $why) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- with .baseline -}}
+{{- include "star1.section" (list $merged "report" $.where) -}}
+{{- $report := get $merged "report" -}}
+{{- include "star1.pin" (list $report "baseline" . (printf "%s: report.baseline" $.where) "from nightly.baseline; drop the key or change nightly.baseline") -}}
+{{- end -}}
+{{- include "star1.section" (list $merged "ray" .where) -}}
+{{- $ray := get $merged "ray" -}}
+{{- if not (hasKey $ray "resource_wait_s") -}}
+{{- $_ := set $ray "resource_wait_s" .root.Values.lifecycle.resourceWaitSeconds -}}
 {{- end -}}
 {{- $yaml := toYaml $merged -}}
 {{- include "star1.noSecrets" (list .where $yaml) -}}
@@ -195,6 +240,59 @@ arg: (dict "root" $ "component" JOB "where" VALUES-PATH "config" MAP "configYaml
 {{- fail (printf "%s: store.uri %q is not s3://… — a pod's local disk is gone when the cluster is torn down" .where (toString $merged.store.uri)) -}}
 {{- end -}}
 {{- $yaml -}}
+{{- end -}}
+
+{{/* Make MAP[KEY] a mapping (created empty when absent; null counts as absent); arg: (list MAP KEY WHERE) */}}
+{{- define "star1.section" -}}
+{{- $m := index . 0 -}}
+{{- $k := index . 1 -}}
+{{- $v := get $m $k | default dict -}}
+{{- if ne (kindOf $v) "map" -}}
+{{- fail (printf "%s: %s is not a mapping" (index . 2) $k) -}}
+{{- end -}}
+{{- $_ := set $m $k $v -}}
+{{- end -}}
+
+{{/*
+Set MAP[KEY] to VALUE; a different value already there is refused (WHAT is the config path, WHY what to do).
+arg: (list MAP KEY VALUE WHAT WHY)
+*/}}
+{{- define "star1.pin" -}}
+{{- $m := index . 0 -}}
+{{- $k := index . 1 -}}
+{{- $v := index . 2 -}}
+{{- $have := toString (get $m $k) -}}
+{{- if and (hasKey $m $k) (ne $have "<nil>") (ne $have "") -}}
+{{- if ne $have (toString $v) -}}
+{{- fail (printf "%s is %s, but the chart sets %s: %s" (index . 3) (get $m $k | toJson) ($v | toJson) (index . 4)) -}}
+{{- end -}}
+{{- else -}}
+{{- $_ := set $m $k $v -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Fail unless the dotted PATH of the run config is set to something (a mapping with keys, a string); the
+message names the value to set. arg: (list CONFIG PATH WHERE), WHERE being jobs.<job> or nightly
+*/}}
+{{- define "star1.requireKey" -}}
+{{- $cur := index . 0 -}}
+{{- $path := index . 1 -}}
+{{- $where := index . 2 -}}
+{{- $ok := true -}}
+{{- range splitList "." $path -}}
+{{- if and $ok (kindIs "map" $cur) (hasKey $cur .) -}}
+{{- $cur = get $cur . -}}
+{{- else -}}
+{{- $ok = false -}}
+{{- end -}}
+{{- end -}}
+{{- if or (not $ok) (empty $cur) -}}
+{{- $job := trimPrefix "jobs." $where -}}
+{{- $submit := ternary "" (printf ", star1 submit k8s %s --config run.yaml" $job) (eq $where "nightly") -}}
+{{- $example := ternary "the chart's default jobs.curate.config has one" (printf "helm/examples/%s.yaml has a complete one" $job) (eq $job "curate") -}}
+{{- fail (printf "%s.config.%s is required when %s.enabled: set it (%s), or give the whole run config (--set-file %s.configYaml=run.yaml%s), or set %s.enabled=false" $where $path $where $example $where $submit $where) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The ConfigMap holding a job's run config; arg: as star1.configYaml plus "component" */}}
@@ -261,7 +359,7 @@ must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap
   template:
     metadata:
       labels:
-        {{- include "star1.labels" (dict "root" $root "component" $ctx.key) | nindent 8 }}
+        {{- include "star1.labels" (dict "root" $root "component" $ctx.key "managedBy" $ctx.managedBy) | nindent 8 }}
     spec:
       automountServiceAccountToken: false
       securityContext:
@@ -307,9 +405,11 @@ must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap
 {{- end -}}
 
 {{/*
-A RayJob spec. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "command" CMD "configMap" NAME "extraEnv" LIST)
+A RayJob spec. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "command" CMD "configMap" NAME "extraEnv" LIST
+["managedBy" WHO]: the pods' managed-by label when Helm does not create the RayJob)
 The entrypoint runs the command under star1.deploy.runlog: the driver log and a run manifest go to
-s3://<bucket>/<prefix>/_runs/<job>/ before the job ends, so they survive the cluster's teardown.
+s3://<bucket>/<prefix>/_runs/<job>/ before the job ends, so they survive the cluster's teardown, and a command
+that exits 5 (incomplete) or 7 (infrastructure) is run again in place, lifecycle.retries times at most.
 */}}
 {{- define "star1.rayJobSpec" -}}
 {{- $root := .root -}}
@@ -317,7 +417,7 @@ s3://<bucket>/<prefix>/_runs/<job>/ before the job ends, so they survive the clu
 {{- $image := include "star1.image" (list $root .job.variant) -}}
 {{- $cpuImage := include "star1.image" (list $root "cpu") -}}
 {{- include "star1.noSecrets" (list (printf "the %s command" .key) .command) -}}
-entrypoint: {{ printf "python -m star1.deploy.runlog --to %s/_runs/%s --cwd %s -- sh -c %s" (include "star1.storeUri" $root) .key $v.workingDir (include "star1.shellQuote" .command) | quote }}
+entrypoint: {{ printf "python -m star1.deploy.runlog --to %s/_runs/%s --cwd %s --retries %v --retry-delay %v -- sh -c %s" (include "star1.storeUri" $root) .key $v.workingDir $v.lifecycle.retries $v.lifecycle.retryDelaySeconds (include "star1.shellQuote" .command) | quote }}
 submissionMode: K8sJobMode
 activeDeadlineSeconds: {{ $v.lifecycle.activeDeadlineSeconds }}
 preRunningDeadlineSeconds: {{ $v.lifecycle.preRunningDeadlineSeconds }}
@@ -339,7 +439,7 @@ submitterConfig:
 submitterPodTemplate:
   metadata:
     labels:
-      {{- include "star1.labels" (dict "root" $root "component" (printf "%s-submitter" .key)) | nindent 6 }}
+      {{- include "star1.labels" (dict "root" $root "component" (printf "%s-submitter" .key) "managedBy" .managedBy) | nindent 6 }}
   spec:
     restartPolicy: Never
     automountServiceAccountToken: false
@@ -381,7 +481,7 @@ rayClusterSpec:
     template:
       metadata:
         labels:
-          {{- include "star1.labels" (dict "root" $root "component" .key) | nindent 10 }}
+          {{- include "star1.labels" (dict "root" $root "component" .key "managedBy" .managedBy) | nindent 10 }}
       spec:
         securityContext:
           {{- include "star1.podSecurityContext" $root | nindent 10 }}
@@ -410,9 +510,9 @@ rayClusterSpec:
         volumes:
           {{- include "star1.volumes" (dict "configMap" .configMap "shm" $v.head.shmSize) | nindent 10 }}
   workerGroupSpecs:
-    {{- include "star1.workerGroups" (dict "root" $root "key" .key "job" .job "configMap" .configMap "image" $image) | trim | nindent 4 }}
+    {{- include "star1.workerGroups" (dict "root" $root "key" .key "job" .job "configMap" .configMap "image" $image "managedBy" .managedBy) | trim | nindent 4 }}
     {{- if dig "sandbox" "enabled" false .job }}
-    {{- include "star1.sandboxGroup" (dict "root" $root "key" .key "job" .job "configMap" .configMap) | trim | nindent 4 }}
+    {{- include "star1.sandboxGroup" (dict "root" $root "key" .key "job" .job "configMap" .configMap "managedBy" .managedBy) | trim | nindent 4 }}
     {{- end }}
 {{- end -}}
 
@@ -431,7 +531,9 @@ A job's objects, the body of templates/<job>.yaml: the sandbox NetworkPolicy whe
 {{- include "star1.sandboxNetworkPolicy" (dict "root" $root "name" $name "component" $key "job" $job) }}
 ---
 {{ end }}
-{{- include "star1.configMap" (dict "root" $root "name" $name "component" $key "where" (printf "jobs.%s" $key) "config" $job.config "configYaml" $job.configYaml "sandbox" $sandbox) }}
+{{- $require := get (dict "curate" (list "llm") "sft" (list "train" "train.model") "eval" (list "eval.model" "eval.model.path")) $key -}}
+{{- $engine := ternary (include "star1.engineFor" $job | fromYaml) dict (eq $key "eval") -}}
+{{- include "star1.configMap" (dict "root" $root "name" $name "component" $key "where" (printf "jobs.%s" $key) "config" $job.config "configYaml" $job.configYaml "sandbox" $sandbox "require" $require "engine" $engine) }}
 ---
 apiVersion: ray.io/v1
 kind: RayJob
@@ -442,5 +544,26 @@ metadata:
     {{- include "star1.labels" (dict "root" $root "component" $key) | nindent 4 }}
 spec:
   {{- include "star1.rayJobSpec" (dict "root" $root "key" $key "job" $job "command" $job.command "configMap" (printf "%s-config" $name)) | nindent 2 }}
+{{- end -}}
+{{- end -}}
+
+
+{{/*
+The eval cluster's GPU pool as the eval engine sees it: dp, tp (jobs.eval.parallelism) and the groups'
+acceleratorType when they share one; "" without parallelism. arg: JOBVALUES (jobs.eval)
+*/}}
+{{- define "star1.engineFor" -}}
+{{- with .parallelism -}}
+{{- $types := list -}}
+{{- range $g := $.workers -}}
+{{- if $g.acceleratorType -}}
+{{- $types = append $types $g.acceleratorType | uniq -}}
+{{- end -}}
+{{- end -}}
+dp: {{ .dp }}
+tp: {{ .tp }}
+{{- if eq (len $types) 1 }}
+accelerator: {{ first $types | quote }}
+{{- end }}
 {{- end -}}
 {{- end -}}

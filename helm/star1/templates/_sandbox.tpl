@@ -61,7 +61,7 @@ ConfigMap, so no pod of the cluster starts before the policy exists.
   template:
     metadata:
       labels:
-        {{- include "star1.labels" (dict "root" $root "component" .key) | nindent 8 }}
+        {{- include "star1.labels" (dict "root" $root "component" .key "managedBy" .managedBy) | nindent 8 }}
         {{- include "star1.sandboxLabel" $root | nindent 8 }}
     spec:
       automountServiceAccountToken: false

@@ -55,8 +55,9 @@ class ModelHandle:
 class EnginePool:
     """Engines by model identity; on a GPU an in-process engine is closed before another one starts."""
 
-    def __init__(self, store: Store | None = None, chunk: int = 256) -> None:
+    def __init__(self, store: Store | None = None, chunk: int = 256, resource_wait_s: float = 0.0) -> None:
         self.store, self.chunk = store, chunk
+        self.resource_wait_s = resource_wait_s  # ray backend: how long to wait for the GPUs an engine needs
         self._live: dict[str, Engine] = {}
         self.started: list[str] = []  # labels of engines started, in order (tests and logs)
 
@@ -73,7 +74,7 @@ class EnginePool:
         elif cfg.backend == "ray":
             from star1.evals.engines.vllm_ray import VLLMRayEngine
 
-            engine = VLLMRayEngine(cfg, handle.resolved)
+            engine = VLLMRayEngine(cfg, handle.resolved, self.resource_wait_s)
         else:
             from star1.evals.engines.vllm_common import on_cpu
             from star1.evals.engines.vllm_local import VLLMLocalEngine

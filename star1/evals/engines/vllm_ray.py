@@ -39,12 +39,27 @@ def _postprocess(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def gpu_bundles(cfg: ModelConfig) -> list[dict[str, float]]:
+    """What the engines ask for on GPUs: one bundle per GPU, `tensor_parallel_size` per engine, `replicas`
+    engines, each with a sliver of `accelerator_type:<T>` when the type is pinned (as Ray Data LLM asks)."""
+    one = {"GPU": 1.0}
+    if cfg.accelerator_type:
+        one[f"accelerator_type:{cfg.accelerator_type}"] = 0.001
+    return [dict(one) for _ in range(cfg.tensor_parallel_size * cfg.replicas)]
+
+
 class VLLMRayEngine:
-    def __init__(self, cfg: ModelConfig, model: ResolvedModel) -> None:
+    def __init__(self, cfg: ModelConfig, model: ResolvedModel, resource_wait_s: float = 0.0) -> None:
         import ray
 
         if not ray.is_initialized():
             raise RuntimeError("the ray backend needs Ray initialised (star1 connects before evaluating)")
+        if cfg.device == "gpu" or (cfg.device == "auto" and cfg.accelerator_type):
+            # an autoscaling cluster's GPU group may be at zero nodes: wait for it (ResourceWaitTimeout)
+            from star1.ray_utils import wait_for_resources
+
+            what = f"eval engines for {cfg.label} ({cfg.replicas} × TP {cfg.tensor_parallel_size})"
+            wait_for_resources(gpu_bundles(cfg), resource_wait_s, what=what)
         self.cfg, self.model = cfg, model
         self.renderer = PromptRenderer(cfg, model)
         self.gpu = cfg.device == "gpu" or (cfg.device == "auto" and _cluster_has_gpus())
