@@ -13,9 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from star1.config import LocalModelConfig
 from star1.llm import cpu_dtype
 from star1.llm.cpu_dtype import choose_cpu_dtype, cpu_features, resolve_dtype
+from star1.llm.local_server import LocalVLLMServer
 
 CPUINFO = Path(__file__).parent / "fixtures" / "cpuinfo"
 EPYC, XEON, GRAVITON3, GRAVITON2 = (
@@ -87,3 +90,13 @@ def test_explicit_dtype_overrides_and_gpu_keeps_auto(cpu_is):
     assert resolve_dtype("auto", lambda: False) == cpu_dtype.DtypeChoice("auto", "on a GPU, vLLM chooses")
     auto = resolve_dtype("auto", lambda: True)
     assert (auto.dtype, auto.reason) == ("float32", "auto on cpu: cpu lacks avx512_bf16/amx_bf16")
+    assert LocalModelConfig().dtype == "auto" and LocalModelConfig(dtype="float32").dtype == "float32"
+    with pytest.raises(ValidationError):
+        LocalModelConfig(dtype="float16")
+
+
+def test_local_server_command_carries_dtype():
+    cmd = LocalVLLMServer(Path("/m"), "smollm2", port=8123, dtype="float32").command()
+    assert cmd[cmd.index("--dtype") + 1] == "float32"
+    cmd = LocalVLLMServer(Path("/m"), "smollm2", port=8123).command()
+    assert cmd[cmd.index("--dtype") + 1] == "auto"

