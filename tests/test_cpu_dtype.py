@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
 
-from star1.config import LocalModelConfig
+from star1.config import LocalModelConfig, ModelConfig
+from star1.evals.engines import ModelHandle, vllm_common
+from star1.evals.engines.model_source import ResolvedModel
 from star1.llm import cpu_dtype
 from star1.llm.cpu_dtype import choose_cpu_dtype, cpu_features, resolve_dtype
 from star1.llm.local_server import LocalVLLMServer
@@ -100,3 +103,59 @@ def test_local_server_command_carries_dtype():
     assert cmd[cmd.index("--dtype") + 1] == "float32"
     cmd = LocalVLLMServer(Path("/m"), "smollm2", port=8123).command()
     assert cmd[cmd.index("--dtype") + 1] == "auto"
+
+
+def test_engine_kwargs_resolve_auto_on_cpu_only(cpu_is):
+    auto = ModelConfig(path="m")
+    cpu_is(EPYC)
+    assert vllm_common.engine_kwargs(auto, cpu=True)["dtype"] == "float32"
+    cpu_is(XEON)
+    assert vllm_common.engine_kwargs(auto, cpu=True)["dtype"] == "bfloat16"
+    assert vllm_common.engine_kwargs(auto, cpu=False)["dtype"] == "auto"  # on a GPU vLLM decides
+    assert vllm_common.engine_kwargs(ModelConfig(path="m", dtype="float32"), cpu=True)["dtype"] == "float32"
+    in_kwargs = ModelConfig(path="m", engine_kwargs={"dtype": "float16"})
+    assert vllm_common.engine_kwargs(in_kwargs, cpu=True)["dtype"] == "float16"
+
+
+@pytest.fixture
+def describe(monkeypatch):
+    monkeypatch.setattr(vllm_common, "vllm_version", lambda: "test")
+    model = ResolvedModel(local_dir=None, source="org/m", given="org/m")  # a hub id: nothing to hash
+    renderer = SimpleNamespace(chat_template=None, thinking="none")
+
+    def run(cfg: ModelConfig, cpu: bool) -> dict:
+        return vllm_common.describe(cfg, model, renderer, "local", lambda: cpu)  # type: ignore[arg-type]
+
+    return run
+
+
+def test_describe_records_the_dtype_that_ran(cpu_is, describe):
+    cpu_is(EPYC)
+    d = describe(ModelConfig(path="org/m"), cpu=True)
+    assert d["dtype"] == "float32" and d["dtype_reason"] == "auto on cpu: cpu lacks avx512_bf16/amx_bf16"
+    cpu_is(XEON)
+    d = describe(ModelConfig(path="org/m"), cpu=True)
+    assert d["dtype"] == "bfloat16" and d["dtype_reason"] == "auto on cpu: cpu has avx512_bf16, amx_bf16"
+    # a GPU run, or a dtype set in the config, is recorded as before (no reason: nothing was chosen)
+    gpu = describe(ModelConfig(path="org/m"), cpu=False)
+    assert gpu["dtype"] == "auto" and "dtype_reason" not in gpu
+    set_ = describe(ModelConfig(path="org/m", dtype="bfloat16"), cpu=True)
+    assert set_["dtype"] == "bfloat16" and "dtype_reason" not in set_
+
+
+def test_eval_identity_follows_the_resolved_dtype(cpu_is, describe):
+    """Generations are keyed by the dtype that ran: a float32 run never reuses bf16 outputs."""
+    from star1.evals.run import _identity
+
+    cpu_is(XEON)
+    bf16 = _identity(describe(ModelConfig(path="org/m"), cpu=True))
+    assert bf16 == _identity(describe(ModelConfig(path="org/m", dtype="bfloat16"), cpu=True))
+    cpu_is(EPYC)
+    assert _identity(describe(ModelConfig(path="org/m"), cpu=True)) != bf16
+
+
+def test_model_handle_decides_the_device_as_its_engine_will(monkeypatch):
+    assert ModelHandle(ModelConfig(path="m", backend="ray", device="cpu"), None).on_cpu()
+    assert not ModelHandle(ModelConfig(path="m", backend="ray", device="gpu"), None).on_cpu()
+    monkeypatch.setattr(cpu_dtype, "vllm_on_cpu", lambda: False)
+    assert not ModelHandle(ModelConfig(path="m"), None).on_cpu()
