@@ -166,6 +166,7 @@ def test_ray_data_llm_backend_on_cpu(ray_local, tmp_path):
     assert len(rows) == 2 and all(r["output"] for r in rows)
     model = res.manifest.params["model"]
     assert model["backend"] == "ray" and model["data_parallel_size"] == 1
+    assert model["dtype"] == choose_cpu_dtype().dtype  # no GPU in the cluster: the driver's CPU chose
     assert res.manifest.status == "complete"
 
 
