@@ -312,8 +312,10 @@ def _cfg(
 def no_vllm(monkeypatch, tmp_path):
     """describe() without importing vLLM; weight hashes cached in the test's folder."""
     from star1.evals.engines import vllm_common
+    from star1.llm import cpu_dtype
 
     monkeypatch.setattr(vllm_common, "vllm_version", lambda: "test")
+    monkeypatch.setattr(cpu_dtype, "vllm_on_cpu", lambda: True)
     monkeypatch.setenv("STAR1_CACHE", str(tmp_path / "cache"))
 
 

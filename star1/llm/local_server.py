@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from star1.llm.cpu_dtype import resolve_dtype, vllm_on_cpu
+
 if TYPE_CHECKING:
     from star1.config import Star1Config
 
@@ -53,7 +55,9 @@ def gguf_path() -> Path:
 
 
 def convert_gguf(out_dir: Path | None = None) -> Path:
-    """Dequantised Hugging Face folder (bf16 safetensors + tokenizer with chat template), converted once."""
+    """Dequantised Hugging Face folder (bf16 safetensors + tokenizer with chat template), converted once.
+
+    One copy serves every dtype: vLLM casts the weights on load (`--dtype float32` on CPUs without bf16)."""
     out = out_dir or cache_root() / "models" / "SmolLM2-135M-Instruct"
     if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
         return out
@@ -126,9 +130,10 @@ def _hash_files(root: Path, rel_paths: list[str]) -> str:
     return h.hexdigest()
 
 
-def endpoint_identity(served_name: str, model_dir: Path) -> str:
-    """What response-cache keys name the local server by: the served name and the model's content."""
-    return f"local:{served_name}:{model_digest(model_dir)[:16]}"
+def endpoint_identity(served_name: str, model_dir: Path, dtype: str) -> str:
+    """What response-cache keys and stage fingerprints name the local server by: the served name, the
+    model's content and the dtype it computes in (bf16 and float32 answer differently)."""
+    return f"local:{served_name}:{model_digest(model_dir)[:16]}:{dtype}"
 
 
 def free_port() -> int:
@@ -148,8 +153,11 @@ class LocalVLLMServer:
         max_model_len: int = 2048,
         startup_timeout_s: float = 300.0,
         log_path: Path | None = None,
+        dtype: str = "auto",
+        dtype_reason: str | None = None,
     ) -> None:
         self.model_dir, self.served_name = model_dir, served_name
+        self.dtype, self.dtype_reason = dtype, dtype_reason
         self.port = port or free_port()
         self.max_model_len, self.startup_timeout_s = max_model_len, startup_timeout_s
         self.log_path = log_path or cache_root() / "logs" / f"vllm-{self.port}.log"
@@ -174,6 +182,8 @@ class LocalVLLMServer:
             str(self.port),
             "--max-model-len",
             str(self.max_model_len),
+            "--dtype",
+            self.dtype,
             "--enforce-eager",
             "--disable-log-stats",
         ]
@@ -189,6 +199,9 @@ class LocalVLLMServer:
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
+        if self.dtype_reason:
+            log.write(f"star1: --dtype {self.dtype} ({self.dtype_reason})\n".encode())
+            log.flush()
         self.proc = subprocess.Popen(
             self.command(), env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -249,9 +262,16 @@ def serving(cfg: Star1Config) -> Iterator[Star1Config]:
         yield cfg
         return
     model_dir = Path(local.model_dir).expanduser() if local.model_dir else convert_gguf()
-    ident = endpoint_identity(local.served_name, model_dir)
+    dtype = resolve_dtype(local.dtype, vllm_on_cpu)
+    ident = endpoint_identity(local.served_name, model_dir, dtype.dtype)
     with LocalVLLMServer(
-        model_dir, local.served_name, local.port, local.max_model_len, local.startup_timeout_s
+        model_dir,
+        local.served_name,
+        local.port,
+        local.max_model_len,
+        local.startup_timeout_s,
+        dtype=dtype.dtype,
+        dtype_reason=dtype.reason,
     ) as srv:
         out = cfg.model_copy(deep=True)
         for r in roles:

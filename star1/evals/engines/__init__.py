@@ -48,8 +48,18 @@ class ModelHandle:
         from star1.evals.engines.vllm_common import PromptRenderer, describe
 
         renderer = PromptRenderer(self.cfg, self.resolved)
-        self._desc = describe(self.cfg, self.resolved, renderer, self.cfg.backend)
+        self._desc = describe(self.cfg, self.resolved, renderer, self.cfg.backend, self.on_cpu)
         return self._desc
+
+    def on_cpu(self) -> bool:
+        """Whether its vLLM engine runs on CPU, decided as the engine will decide it."""
+        if self.cfg.backend == "ray":
+            from star1.evals.engines.vllm_ray import uses_gpus
+
+            return not uses_gpus(self.cfg)
+        from star1.llm.cpu_dtype import vllm_on_cpu
+
+        return vllm_on_cpu()
 
 
 class EnginePool:
@@ -76,10 +86,10 @@ class EnginePool:
 
             engine = VLLMRayEngine(cfg, handle.resolved, self.resource_wait_s)
         else:
-            from star1.evals.engines.vllm_common import on_cpu
             from star1.evals.engines.vllm_local import VLLMLocalEngine
+            from star1.llm.cpu_dtype import vllm_on_cpu
 
-            if not on_cpu():
+            if not vllm_on_cpu():
                 self.close_local()  # one GPU holds one model; on CPU small engines live side by side
 
             engine = VLLMLocalEngine(cfg, handle.resolved, batch=self.chunk)

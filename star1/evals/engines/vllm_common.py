@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from star1.config import ModelConfig
 from star1.evals.engines.base import GenRequest, Sampling
 from star1.evals.engines.model_source import ModelSourceError, ResolvedModel, model_hashes
 from star1.evals.scorers.common import ends_in_open_think
+from star1.llm.cpu_dtype import DtypeChoice, resolve_dtype
 from star1.llm.local_server import cache_root
 
 # hub settings passed on to Ray engine workers (never secrets: workers get those from their own pods)
@@ -104,12 +105,6 @@ def engine_output(log: Path | None) -> Iterator[None]:
             os.close(x)
 
 
-def on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return bool(current_platform.is_cpu())
-
-
 def vllm_version() -> str:
     import vllm
 
@@ -184,9 +179,20 @@ def context_limit(cfg: ModelConfig, model: ResolvedModel) -> int | None:
     return None
 
 
+def requested_dtype(cfg: ModelConfig) -> str:
+    return str(cfg.engine_kwargs.get("dtype", cfg.dtype))  # engine_kwargs win, as in `engine_kwargs`
+
+
+def engine_dtype(cfg: ModelConfig, on_cpu: Callable[[], bool]) -> DtypeChoice:
+    """The dtype the engine runs in: as configured, except `auto` on CPU, chosen from the CPU's features
+    (vLLM would take a bf16 checkpoint's bf16 even where the CPU has no bf16 arithmetic). On a GPU `auto`
+    stays vLLM's choice. `on_cpu` is asked only for `auto`."""
+    return resolve_dtype(requested_dtype(cfg), on_cpu)
+
+
 def engine_kwargs(cfg: ModelConfig, cpu: bool) -> dict[str, Any]:
     kw: dict[str, Any] = {
-        "dtype": cfg.dtype,
+        "dtype": engine_dtype(cfg, lambda: cpu).dtype,
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "enforce_eager": cfg.enforce_eager if cfg.enforce_eager is not None else cpu,
         "seed": 0,
@@ -202,7 +208,17 @@ def engine_kwargs(cfg: ModelConfig, cpu: bool) -> dict[str, Any]:
     return {**kw, **cfg.engine_kwargs}
 
 
-def describe(cfg: ModelConfig, model: ResolvedModel, renderer: PromptRenderer, backend: str) -> dict:
+def describe(
+    cfg: ModelConfig,
+    model: ResolvedModel,
+    renderer: PromptRenderer,
+    backend: str,
+    on_cpu: Callable[[], bool],
+) -> dict:
+    """What the manifest records of a vLLM model. `dtype` is the one it runs in; only a dtype star1 chose
+    (`auto` on CPU) adds `dtype_reason`, so the record of a GPU run and its fingerprint stay as they were."""
+    dtype = engine_dtype(cfg, on_cpu)
+    chosen = {"dtype_reason": dtype.reason} if dtype.dtype != requested_dtype(cfg) else {}
     return {
         "engine": "vllm",
         "backend": backend,
@@ -212,7 +228,8 @@ def describe(cfg: ModelConfig, model: ResolvedModel, renderer: PromptRenderer, b
         "model_source": model.source,
         **model_hashes(model, renderer.chat_template),
         "thinking": renderer.thinking,
-        "dtype": cfg.dtype,
+        "dtype": dtype.dtype,
+        **chosen,
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "data_parallel_size": cfg.replicas if backend == "ray" else 1,
         "max_model_len": cfg.max_model_len,

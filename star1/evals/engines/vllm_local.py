@@ -17,10 +17,10 @@ from star1.evals.engines.vllm_common import (
     describe,
     engine_kwargs,
     engine_output,
-    on_cpu,
     quiet_vllm,
     vllm_env,
 )
+from star1.llm.cpu_dtype import vllm_on_cpu
 
 
 def _params(cls: Any, params: dict[str, Any]) -> Any:
@@ -42,13 +42,13 @@ class VLLMLocalEngine:
         with engine_output(log):
             from vllm import LLM
 
-            self.cpu = on_cpu()
+            self.cpu = vllm_on_cpu()
             self.kwargs = engine_kwargs(cfg, self.cpu)
             self.llm: Any = LLM(model=str(model.local_dir or model.source), **self.kwargs)
 
     def describe(self) -> dict[str, Any]:
         return {
-            **describe(self.cfg, self.model, self.renderer, "local"),
+            **describe(self.cfg, self.model, self.renderer, "local", lambda: self.cpu),
             "device": "cpu" if self.cpu else "gpu",
         }
 

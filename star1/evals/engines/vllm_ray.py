@@ -18,7 +18,10 @@ from star1.evals.engines.model_source import ResolvedModel
 from star1.evals.engines.vllm_common import PromptRenderer, describe, engine_kwargs, vllm_env
 
 
-def _cluster_has_gpus() -> bool:
+def uses_gpus(cfg: ModelConfig) -> bool:
+    """Whether the engines run on GPUs: `device`, or on auto whether the Ray cluster has any."""
+    if cfg.device != "auto":
+        return cfg.device == "gpu"
     import ray
 
     return ray.cluster_resources().get("GPU", 0) > 0
@@ -62,12 +65,12 @@ class VLLMRayEngine:
             wait_for_resources(gpu_bundles(cfg), resource_wait_s, what=what)
         self.cfg, self.model = cfg, model
         self.renderer = PromptRenderer(cfg, model)
-        self.gpu = cfg.device == "gpu" or (cfg.device == "auto" and _cluster_has_gpus())
+        self.gpu = uses_gpus(cfg)
         self.kwargs = engine_kwargs(cfg, cpu=not self.gpu)
 
     def describe(self) -> dict[str, Any]:
         return {
-            **describe(self.cfg, self.model, self.renderer, "ray"),
+            **describe(self.cfg, self.model, self.renderer, "ray", lambda: not self.gpu),
             "device": "gpu" if self.gpu else "cpu",
         }
 
