@@ -12,8 +12,9 @@ setup:
 run: setup
 	star1 pipeline
 
+# Two pytest workers, one test file each at a time (module fixtures stay in one process): see docs/testing.md.
 test: setup
-	python -m pytest -q
+	python -m pytest -q -n 2 --dist loadfile
 
 lint: setup
 	ruff check star1 tests bench jobs && ruff format --check star1 tests bench jobs
