@@ -164,6 +164,15 @@ def joins_cluster(cfg: RayConfig) -> bool:
     return bool(cfg.address or os.environ.get("RAY_ADDRESS"))
 
 
+def bundles(per: dict[str, float], count: int, accelerator_type: str | None = None) -> list[dict[str, float]]:
+    """`count` copies of one worker's resources, plus a sliver of `accelerator_type:<T>` when the type is
+    pinned: every node of that type advertises 1, and Ray Train and Ray Data LLM ask for it this way."""
+    one = dict(per)
+    if accelerator_type:
+        one[f"accelerator_type:{accelerator_type}"] = 0.001
+    return [dict(one) for _ in range(count)]
+
+
 def total(bundles: list[dict[str, float]]) -> dict[str, float]:
     """The sum of resource bundles, e.g. 2 × {GPU: 4} → {GPU: 8}."""
     out: dict[str, float] = {}

@@ -62,12 +62,19 @@ def open_store(cfg: Star1Config):
         raise typer.Exit(EXIT_CONFIG) from None
 
 
-def infra_exit(e: BaseException) -> typer.Exit | None:
-    """Exit 7 for a failure of the cluster rather than of the work (the GPUs never came, a Ray node or worker
-    was lost): the job wrapper retries those. None for anything else."""
+def error_exit(
+    e: BaseException, expected: tuple[type[BaseException], ...], label: str = "error"
+) -> typer.Exit | None:
+    """The exit for an error a command did not handle itself, its message printed: 7 for a failure of the
+    cluster rather than of the work (the GPUs never came, a Ray node or worker was lost: the job wrapper
+    retries those), 1 for an `expected` error, None for anything else (re-raise it: a bug keeps its
+    traceback)."""
     from star1.ray_utils import is_infra_error
 
-    if not is_infra_error(e):
-        return None
-    console.print(f"[red]infrastructure failure:[/red] {type(e).__name__}: {e}", highlight=False)
-    return typer.Exit(EXIT_INFRA)
+    if is_infra_error(e):
+        console.print(f"[red]infrastructure failure:[/red] {type(e).__name__}: {e}", highlight=False)
+        return typer.Exit(EXIT_INFRA)
+    if isinstance(e, expected):
+        console.print(f"[red]{label}:[/red] {e}", highlight=False)
+        return typer.Exit(EXIT_ERROR)
+    return None

@@ -18,7 +18,7 @@ from star1.cli.common import (
     SetOpt,
     app,
     console,
-    infra_exit,
+    error_exit,
     load,
     open_store,
 )
@@ -115,13 +115,9 @@ def _run_stages(
     except ConfigError as e:  # an unconfigured role, an unknown source, a training setup error, …
         console.print(f"[red]config error:[/red] {e}")
         raise typer.Exit(EXIT_CONFIG) from None
-    except (SourceError, FileNotFoundError, LLMCallError, RuntimeError, TimeoutError) as e:
-        if (code := infra_exit(e)) is not None:
-            raise code from None
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
-    except Exception as e:  # Ray's own errors (a node lost, a worker killed) are no RuntimeError
-        if (code := infra_exit(e)) is None:
+    except Exception as e:  # Ray's own errors (a node lost, a worker killed) are no RuntimeError: exit 7
+        expected = (SourceError, FileNotFoundError, LLMCallError, RuntimeError, TimeoutError)
+        if (code := error_exit(e, expected)) is None:
             raise
         raise code from None
 

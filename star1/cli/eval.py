@@ -17,7 +17,7 @@ from star1.cli.common import (
     SetOpt,
     app,
     console,
-    infra_exit,
+    error_exit,
     load,
     open_store,
 )
@@ -132,13 +132,8 @@ def evaluate(cfg: Star1Config, store: Store, run_name: str | None = None, force:
     except ConfigError as e:  # eval.model unset, an unknown benchmark, a bad registry, …
         console.print(f"[red]config error:[/red] {e}")
         raise typer.Exit(EXIT_CONFIG) from None
-    except (BenchmarkError, FileNotFoundError, RuntimeError) as e:
-        if (code := infra_exit(e)) is not None:
-            raise code from None
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
-    except Exception as e:  # Ray's own errors (a node lost) are no RuntimeError
-        if (code := infra_exit(e)) is None:
+    except Exception as e:  # Ray's own errors (a node lost) are no RuntimeError: exit 7
+        if (code := error_exit(e, (BenchmarkError, FileNotFoundError, RuntimeError))) is None:
             raise
         raise code from None
 
@@ -195,11 +190,10 @@ def pipeline_evals(cfg: Star1Config, store: Store, force: bool = False) -> None:
     except ConfigError as e:
         console.print(f"[red]config error:[/red] {e}")
         raise typer.Exit(EXIT_CONFIG) from None
-    except (BenchmarkError, FileNotFoundError, RuntimeError) as e:
-        if (code := infra_exit(e)) is not None:
-            raise code from None
-        console.print(f"[red]eval error:[/red] {e}")
-        raise typer.Exit(1) from None
+    except Exception as e:
+        if (code := error_exit(e, (BenchmarkError, FileNotFoundError, RuntimeError), "eval error")) is None:
+            raise
+        raise code from None
     for r in results:  # the scorecard below shows the scores
         colour = "green" if r.manifest.status == "complete" else "red"
         state = "up to date" if r.skipped else r.manifest.status

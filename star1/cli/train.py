@@ -14,7 +14,7 @@ from star1.cli.common import (
     SetOpt,
     app,
     console,
-    infra_exit,
+    error_exit,
     load,
     open_store,
 )
@@ -64,11 +64,8 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False
         except TrainSetupError as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(EXIT_CONFIG) from None
-        except TrainFailed as e:
-            console.print(f"[red]failed:[/red] {e}")
-            raise typer.Exit(1) from None
         except Exception as e:  # the GPUs never came, a node was lost: exit 7; anything else as it is
-            if (code := infra_exit(e)) is None:
+            if (code := error_exit(e, (TrainFailed,), "failed")) is None:
                 raise
             raise code from None
     print(result.url("model"))

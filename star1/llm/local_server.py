@@ -9,6 +9,7 @@ waits for `/health`, and stops it (the whole process group) when done.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import io
@@ -59,8 +60,21 @@ def convert_gguf(out_dir: Path | None = None) -> Path:
 
     One copy serves every dtype: vLLM casts the weights on load (`--dtype float32` on CPUs without bf16)."""
     out = out_dir or cache_root() / "models" / "SmolLM2-135M-Instruct"
-    if (out / "config.json").exists() and (out / "tokenizer_config.json").exists():
+    if _converted(out):
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process converts (parallel tests, two jobs on a node); the
+        if _converted(out):  # others wait for it and use its folder
+            return out
+        return _convert(out)
+
+
+def _converted(out: Path) -> bool:
+    return (out / "config.json").exists() and (out / "tokenizer_config.json").exists()
+
+
+def _convert(out: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -81,13 +95,12 @@ def convert_gguf(out_dir: Path | None = None) -> Path:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
     finally:
         hf_logging.enable_progress_bar()
-    if out.exists():
+    if out.exists():  # an interrupted conversion's leftovers (the lock makes this the only writer)
         shutil.rmtree(out)
     tmp.rename(out)  # atomic: a half-converted folder is never used
     return out

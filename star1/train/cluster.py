@@ -16,13 +16,11 @@ def per_worker(tc: TrainConfig) -> dict[str, float]:
 
 
 def worker_bundles(tc: TrainConfig) -> list[dict[str, float]]:
-    """The resources the whole worker group needs (one worker for `num_workers: auto`), with the accelerator
-    type as Ray Train asks for it: a sliver of `accelerator_type:<T>`, which every node of that type has."""
-    per = per_worker(tc)
-    if tc.scaling.accelerator_type:
-        per[f"accelerator_type:{tc.scaling.accelerator_type}"] = 0.001
+    """The resources the whole worker group needs (one worker for `num_workers: auto`)."""
+    from star1.ray_utils import bundles
+
     n = tc.scaling.num_workers
-    return [dict(per) for _ in range(n if isinstance(n, int) else 1)]
+    return bundles(per_worker(tc), n if isinstance(n, int) else 1, tc.scaling.accelerator_type)
 
 
 def resolve_scaling(tc: TrainConfig, cluster: dict[str, float]) -> tuple[int, dict[str, float], list[str]]:

@@ -44,11 +44,10 @@ def _postprocess(row: dict[str, Any]) -> dict[str, Any]:
 
 def gpu_bundles(cfg: ModelConfig) -> list[dict[str, float]]:
     """What the engines ask for on GPUs: one bundle per GPU, `tensor_parallel_size` per engine, `replicas`
-    engines, each with a sliver of `accelerator_type:<T>` when the type is pinned (as Ray Data LLM asks)."""
-    one = {"GPU": 1.0}
-    if cfg.accelerator_type:
-        one[f"accelerator_type:{cfg.accelerator_type}"] = 0.001
-    return [dict(one) for _ in range(cfg.tensor_parallel_size * cfg.replicas)]
+    engines."""
+    from star1.ray_utils import bundles
+
+    return bundles({"GPU": 1.0}, cfg.tensor_parallel_size * cfg.replicas, cfg.accelerator_type)
 
 
 class VLLMRayEngine:
