@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export STAR1_CACHE ?= $(CURDIR)/.cache/star1
 
-.PHONY: setup run test lint k8s bench-collect clean
+.PHONY: setup run test rehearsal lint k8s bench-collect clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,6 +15,11 @@ run: setup
 # Two pytest workers, one test file each at a time (module fixtures stay in one process): see docs/testing.md.
 test: setup
 	python -m pytest -q -n 2 --dist loadfile
+
+# The cluster rehearsal alone (it is part of `make test` too): every RayJob the chart renders, run from its own
+# entrypoint and config on a local multi-node Ray cluster (docs/kubernetes.md, "The cluster rehearsal").
+rehearsal: setup
+	python -m pytest -q tests/test_rehearsal.py
 
 lint: setup
 	ruff check star1 tests bench jobs && ruff format --check star1 tests bench jobs

@@ -182,9 +182,12 @@ def _embed_with_ray(
 ) -> None:
     import ray
 
-    # from the cluster's size, not what is free this instant: the thread count changes the float sums, and the
-    # same inputs must give the same bytes whatever else ran a moment before
-    cpus = cfg.cpus_per_actor or max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.actors)
+    # from the cluster's shape, not what is free this instant: the thread count changes the float sums, and
+    # the same inputs must give the same bytes whatever else ran a moment before. An actor lives on one node,
+    # so never more than the largest node has (2 pods of 1 CPU are 2 CPUs, but no actor of 2 could start).
+    share = int(ray.cluster_resources().get("CPU", 1)) // cfg.actors
+    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
+    cpus = cfg.cpus_per_actor or max(1, min(share, int(largest)))
     ds = ray.data.from_items([{"key": k, "texts": t} for k, t in work], override_num_blocks=len(work))
     out = ds.map_batches(
         _ChunkActor,

@@ -35,7 +35,7 @@ import re
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,14 +129,21 @@ class FakeLLMServer:
     """Start with `with FakeLLMServer(...) as srv:`; `srv.base_url` is the OpenAI base URL."""
 
     def __init__(
-        self, responders: dict[str, Responder] | None = None, faults: Faults | None = None, seed: int = 0
+        self,
+        responders: dict[str, Responder] | None = None,
+        faults: Faults | None = None,
+        seed: int = 0,
+        api_keys: Collection[str] = (),
     ) -> None:
         self.responders = responders or {}
+        self.api_keys = set(api_keys)  # when set, a request must carry one of them (`Authorization: Bearer`)
         self.faults = faults or Faults()
         self.seed = seed
         self.stats: Counter[str] = Counter()
         self.prompts: Counter[str] = Counter()  # successful completions per last user message
         self.answered: Counter[str] = Counter()  # successful completions per request body hash
+        self.answered_at: dict[str, list[float]] = {}  # body hash -> time.time() of each completion
+        self.by_model: Counter[str] = Counter()  # successful completions per model
         self.attempts: Counter[str] = Counter()  # requests per plan marker
         self._body_attempts: Counter[str] = Counter()  # requests per body hash (fault draws)
         self.first_request: float | None = None  # time.time() of the first request, last success
@@ -273,6 +280,16 @@ class FakeLLMServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         self.stats["requests"] += 1
+        if (
+            self.api_keys
+            and request.headers.get("Authorization", "").removeprefix("Bearer ") not in self.api_keys
+        ):
+            self.stats["401"] += 1
+            return web.json_response(
+                {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                           "code": "invalid_api_key"}},
+                status=401,
+            )  # fmt: skip
         if self.first_request is None:
             self.first_request = time.time()
         try:
@@ -349,6 +366,8 @@ class FakeLLMServer:
         with self._lock:
             self.prompts[body["messages"][-1]["content"]] += 1
             self.answered[body_hash(body)] += 1
+            self.by_model[model] += 1
+            self.answered_at.setdefault(body_hash(body), []).append(self.last_ok)
         n_in = sum(len(m.get("content") or "") for m in body["messages"]) // 4
         return {
             "id": f"chatcmpl-{self.stats['requests']}",

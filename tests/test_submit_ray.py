@@ -2,121 +2,37 @@
 free ports, its own temp dir): a collection job succeeds and writes its artifacts and run record; a failing
 job exits non-zero; a client without the cluster's token is refused before anything runs; Ctrl-C stops it.
 
-The head is stopped by killing its own process group (and any process still naming its temp dir), never with
-`ray stop`, which would stop every Ray cluster on the machine.
+The head is tests/ray_cluster.py's: stopped by killing its own process group, never with `ray stop`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import random
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from star1.stages.collect import OUTPUTS
 from star1.store import Store
+from tests.ray_cluster import LocalRayCluster
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "submit"
-VENV_BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _free_range(n: int) -> int:
-    for _ in range(200):
-        start = random.randrange(20000, 29000)
-        try:
-            for p in range(start, start + n):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return start
-        except OSError:
-            continue
-    raise RuntimeError("no free port range")
-
-
-def _kill_ours(pgid: int, temp_dir: str) -> None:
-    import psutil
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        time.sleep(3)
-    # Ray processes that left the group still name our temp dir on their command line
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        if any(temp_dir in arg for arg in p.info["cmdline"] or []):
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
 
 
 @pytest.fixture(scope="module")
 def ray_head():
     """A Ray head with the dashboard and token auth; yields (dashboard URL, client env)."""
-    temp_dir = tempfile.mkdtemp(prefix="s1ray", dir="/tmp")  # short: Ray's socket paths have a length limit
-    token = secrets.token_hex(16)
-    ports = {name: _free_port() for name in ("gcs", "dash", "client", "nm", "om", "al", "ag", "me", "re")}
-    workers = _free_range(40)
-    env = {
-        **os.environ,
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",  # the entrypoint's `python` is the venv's
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "HOME": temp_dir,  # no ~/.ray/auth_token of anyone else
-    }
-    cmd = [
-        str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
-        "--node-ip-address", "127.0.0.1", "--port", str(ports["gcs"]),
-        "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-        "--dashboard-port", str(ports["dash"]),
-        "--ray-client-server-port", str(ports["client"]), "--node-manager-port", str(ports["nm"]),
-        "--object-manager-port", str(ports["om"]), "--dashboard-agent-listen-port", str(ports["al"]),
-        "--dashboard-agent-grpc-port", str(ports["ag"]), "--metrics-export-port", str(ports["me"]),
-        "--runtime-env-agent-port", str(ports["re"]),
-        "--min-worker-port", str(workers), "--max-worker-port", str(workers + 39),
-        "--temp-dir", temp_dir, "--disable-usage-stats",
-    ]  # fmt: skip
-    log = open(Path(temp_dir) / "ray-start.log", "wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{ports['dash']}"
+    cluster = LocalRayCluster()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            req = urllib.request.Request(f"{url}/api/version", headers={"Authorization": f"Bearer {token}"})
-            try:
-                urllib.request.urlopen(req, timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((Path(temp_dir) / "ray-start.log").read_text()[-3000:]) from None
-                time.sleep(0.5)
-        yield url, env
+        yield cluster.start_head(num_cpus=2), cluster.client_env
     finally:
-        _kill_ours(proc.pid, temp_dir)
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        cluster.stop()
 
 
 def submit(url: str, env: dict, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -143,3 +143,21 @@ def test_r1_template_is_patched_with_a_note(tmp_path, tiny):
     assert any("removed 1 clause(s) that strip reasoning" in n for n in prep.notes)
     assert any("warning" in m for m in logged)
     assert prep.stats.samples == 4 and prep.table.num_rows == 4
+
+
+def test_an_explicit_worker_shape_replaces_the_presets_and_must_agree_with_use_gpu():
+    """A GPU preset's {CPU: 8, GPU: 1} under an explicit {CPU: 1} stays {CPU: 1} (a worker shape is one value,
+    not a section to merge), and a shape that asks for GPUs with use_gpu false is a config error at load
+    time, not a Ray traceback after the cluster started."""
+    from star1.config import ConfigError
+
+    cpu = {"use_gpu": False, "num_workers": 1, "resources_per_worker": {"CPU": 1}}
+    cfg = parse_config(
+        {"train": {"model": "m", "preset": "r1-distill-7b", "scaling": cpu, "recipe": {"effective_batch": 2}}}
+    )
+    assert cfg.train.scaling.resources_per_worker == {"CPU": 1.0} and cfg.train.strategy == "zero3"
+    with pytest.raises(ConfigError, match="use_gpu is false but resources_per_worker asks for 1 GPU"):
+        parse_config({"train": {"model": "m", "preset": "r1-distill-7b", "scaling": {"use_gpu": False}}})
+    no_gpu = {"use_gpu": True, "resources_per_worker": {"CPU": 2}}
+    with pytest.raises(ConfigError, match="use_gpu is true but resources_per_worker gives each worker no"):
+        parse_config({"train": {"model": "m", "scaling": no_gpu}})

@@ -35,7 +35,11 @@ class ModelConfig(Strict):
     dtype: str = Field("auto", description="paper: bfloat16")
     tensor_parallel_size: int = Field(1, ge=1)
     replicas: int = Field(1, ge=1, description="data-parallel engines (ray backend)")
-    accelerator_type: str | None = Field(None, description="e.g. H100: pin engines to that GPU type")
+    accelerator_type: str | None = Field(
+        None,
+        description="e.g. H100: pin the engines to nodes of that type (their `accelerator_type:<type>` "
+        "resource), GPU engines and CPU ones alike",
+    )
     max_model_len: int | None = Field(None, gt=0, description="default: the model's")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_num_seqs: int | None = Field(None, gt=0, description="paper: 64")

@@ -29,11 +29,17 @@ def train_presets() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(PRESETS_FILE.read_text(encoding="utf-8"))
 
 
+# Mappings that are one value, not sections: given explicitly, they replace the preset's whole (a preset's
+# {CPU: 8, GPU: 1} under an explicit {CPU: 1} must not come back as {CPU: 1, GPU: 1}).
+ATOMIC = {"resources_per_worker"}
+
+
 def _merge_under(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """`top` over `base`, recursively for mappings."""
+    """`top` over `base`, recursively for mappings (except ATOMIC ones)."""
     out = copy.deepcopy(base)
     for k, v in top.items():
-        out[k] = _merge_under(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        nested = isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ATOMIC
+        out[k] = _merge_under(out[k], v) if nested else v
     return out
 
 
@@ -137,6 +143,18 @@ class ScalingSection(Strict):
         if isinstance(v, int) and v < 1:
             raise ValueError("must be >= 1 or 'auto'")
         return v
+
+    @model_validator(mode="after")
+    def _gpus_agree(self) -> ScalingSection:
+        gpus = (self.resources_per_worker or {}).get("GPU", 0)
+        if not self.use_gpu and gpus > 0:
+            raise ValueError(
+                f"use_gpu is false but resources_per_worker asks for {gpus:g} GPU per worker: set use_gpu "
+                "true, or give resources_per_worker without GPU"
+            )
+        if self.use_gpu and self.resources_per_worker is not None and gpus <= 0:
+            raise ValueError("use_gpu is true but resources_per_worker gives each worker no GPU")
+        return self
 
 
 class CheckpointSection(Strict):

