@@ -72,6 +72,7 @@ class Group:
     resources: dict[str, float]
     memory: int | None
     env: dict[str, str]
+    disks: list[str] = field(default_factory=list)  # mount paths of the pod's own volumes (emptyDir, PVC, …)
 
 
 @dataclass
@@ -211,7 +212,21 @@ def group_of(
     gpus = declared.pop("GPU", quantity(params.get("num-gpus", limits.get("nvidia.com/gpu", 0))))
     memory = int(quantity(limits["memory"])) if "memory" in limits else None
     pods = 1 if head else max(int(spec.get("replicas") or 0), int(spec.get("minReplicas") or 0), 1)
-    return Group(name, pods, math.ceil(cpus), math.ceil(gpus), declared, memory, pod_env(container, secrets_))
+    env = pod_env(container, secrets_)
+    return Group(name, pods, math.ceil(cpus), math.ceil(gpus), declared, memory, env, pod_disks(spec))
+
+
+def pod_disks(spec: dict[str, Any]) -> list[str]:
+    """Mount paths of the pod's own writable volumes (scratch disks), not ConfigMaps or /dev/shm."""
+    pod = spec["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    out = []
+    for m in pod["containers"][0].get("volumeMounts", []):
+        vol = volumes.get(m["name"], {})
+        if "configMap" in vol or "secret" in vol or m["mountPath"] == "/dev/shm":
+            continue
+        out.append(m["mountPath"])
+    return out
 
 
 def pod_env(container: dict[str, Any], secrets_: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -258,13 +273,13 @@ class Rehearsal:
     job: RenderedJob
     root: Path
     cluster: LocalRayCluster = field(init=False)
-    mount_dirs: dict[str, Path] = field(default_factory=dict)
 
-    def start(self, skip: tuple[str, ...] = (), extra_env: dict[str, str] | None = None) -> Rehearsal:
+    def start(self, skip: tuple[str, ...] = ()) -> Rehearsal:
         """The head and every group's pods except the groups named in `skip` (a pool that never comes)."""
-        self.cluster = LocalRayCluster(env=extra_env, inherit=False)
+        self.cluster = LocalRayCluster(inherit=False)
         h = self.job.head
-        self.cluster.start_head(num_cpus=h.num_cpus, num_gpus=h.num_gpus, resources=h.resources, env=h.env)
+        env = self.pod_env(h, "head")
+        self.cluster.start_head(num_cpus=h.num_cpus, num_gpus=h.num_gpus, resources=h.resources, env=env)
         n = 1
         for g in self.job.groups:
             if g.name not in skip:
@@ -274,29 +289,44 @@ class Rehearsal:
         self.cluster.wait_for_nodes(n)
         return self
 
-    def add_pod(self, group: str, i: int = 0):
+    def add_pod(self, group: str, i: int = 0) -> Node:
+        """One more pod of `group` (a replacement after a loss, as the RayCluster's minReplicas makes)."""
         g = self.job.group(group)
+        name = f"{g.name}-{i}-{secrets.token_hex(2)}"
         return self.cluster.add_node(
-            f"{g.name}-{i}-{secrets.token_hex(2)}", g.name, num_cpus=g.num_cpus, num_gpus=g.num_gpus,
-            resources=g.resources, env=g.env, memory=g.memory,
+            name, g.name, num_cpus=g.num_cpus, num_gpus=g.num_gpus, resources=g.resources,
+            env=self.pod_env(g, name), memory=g.memory,
         )  # fmt: skip
+
+    def pod_env(self, g: Group, pod: str) -> dict[str, str]:
+        """The group's env for one pod: its own disks are fresh folders here, and env values that point into
+        them (STAR1_CACHE=/scratch/…) point into those folders."""
+        env = dict(g.env)
+        for i, mount in enumerate(g.disks):
+            d = self.root / "pods" / pod / f"disk-{i}"
+            d.mkdir(parents=True, exist_ok=True)
+            env = {
+                k: str(d) + v[len(mount) :] if v == mount or v.startswith(mount + "/") else v
+                for k, v in env.items()
+            }
+        return env
 
     def stop(self) -> None:
         self.cluster.stop()
 
-    def entrypoint(self, job: RenderedJob | None = None) -> str:
-        """The rendered entrypoint with the image's paths mapped onto this machine's stand-ins."""
-        job = job or self.job
+    def entrypoint(self, job: RenderedJob, sid: str) -> str:
+        """The rendered entrypoint, the image's paths mapped onto this machine's stand-ins: this checkout for
+        the working folder, and for each ConfigMap volume a folder of its files (one per submission, as each
+        RayJob mounts its own)."""
         text = job.entrypoint
         paths = {job.working_dir: str(REPO)}
-        for mount, files in job.mounts.items():
-            d = self.root / f"mount-{len(self.mount_dirs)}"
-            d.mkdir(parents=True, exist_ok=True)
+        for i, (mount, files) in enumerate(job.mounts.items()):
+            d = self.root / sid / f"volume-{i}"
+            d.mkdir(parents=True)
             for name, body in files.items():
                 (d / name).write_text(body, encoding="utf-8")
-            self.mount_dirs[mount] = d
             paths[mount] = str(d)
-        for old in sorted(paths, key=len, reverse=True):
+        for old in sorted(paths, key=len, reverse=True):  # whole path prefixes only
             text = re.sub(rf"(?<![\w/.-]){re.escape(old)}(?=$|[/\s'\"])", paths[old], text)
         return text
 
@@ -313,7 +343,7 @@ class Rehearsal:
         sid = f"{job.name}-{secrets.token_hex(4)}"
         runtime_env = yaml.safe_load(spec["runtimeEnvYAML"]) if spec.get("runtimeEnvYAML") else None
         self.client().submit_job(
-            entrypoint=self.entrypoint(job),
+            entrypoint=self.entrypoint(job, sid),
             submission_id=sid,
             runtime_env=runtime_env,
             metadata=spec.get("metadata"),
