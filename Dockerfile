@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1.7
-# star1 images: one Dockerfile, two targets, both run as uid 1000 (non-root) and both install from
+# star1 images: one Dockerfile, two targets, both run as uid 1000 (non-root). Both install their dependencies
+# from hash-locked files (requirements/*.lock.txt, `pip install --require-hashes`) generated from
 # constraints.txt — the file scripts/setup.sh installs from — so the cluster's Ray is the client's Ray.
+# Regenerate the locks with `make lock` (scripts/lock.sh) whenever pyproject.toml or constraints.txt changes.
 #
 #   docker build --target gpu -t ghcr.io/star1-project/star1:0.1.0 .      # every job; GPU pools (default)
 #   docker build --target cpu -t ghcr.io/star1-project/star1:0.1.0-cpu .  # API-bound stages, nightly creator
@@ -29,13 +31,14 @@ ENV VIRTUAL_ENV=/opt/star1/venv PATH=/opt/star1/venv/bin:$PATH \
 RUN python -m venv $VIRTUAL_ENV
 WORKDIR /opt/star1/app
 COPY constraints.txt pyproject.toml README.md ./
-# Dependencies in their own layer (code changes do not reinstall them). CPU torch from PyTorch's CPU index;
+COPY requirements/cpu.lock.txt ./requirements/
+# Dependencies in their own layer (code changes do not reinstall them): star1's dependencies and
+# ray[default,train]==RAY_VERSION, every file hash-checked. CPU torch (+cpu) from PyTorch's CPU index;
 # DS_BUILD_OPS=0: DeepSpeed (a core dependency) installs as pure Python, no compiler needed.
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-        > /tmp/requirements.txt \
- && DS_BUILD_OPS=0 pip install -c constraints.txt \
+RUN DS_BUILD_OPS=0 pip install --require-hashes -c constraints.txt \
         --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple \
-        "ray[default,train]==${RAY_VERSION}" -r /tmp/requirements.txt
+        -r requirements/cpu.lock.txt \
+ && python -c "from importlib.metadata import version as v; assert v('ray') == '${RAY_VERSION}', v('ray')"
 COPY star1 ./star1
 COPY jobs ./jobs
 RUN pip install --no-deps -c constraints.txt . && python -m star1 version
@@ -72,15 +75,17 @@ RUN uv python install ${PYTHON_VERSION} \
  && "$(uv python find ${PYTHON_VERSION})" -m venv $VIRTUAL_ENV
 WORKDIR /opt/star1/app
 COPY constraints.txt pyproject.toml README.md ./
-# CUDA torch (13.0 wheels), vLLM and Ray from PyPI under the constraints; DeepSpeed afterwards, built against
-# that torch with its fused Adam / CPU Adam / utils ops compiled now instead of JIT-compiled on a GPU node.
-RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["gpu"] if not d.startswith("deepspeed")))' \
-        > /tmp/requirements.txt \
- && pip install -c constraints.txt "ray[default,train]==${RAY_VERSION}" "vllm==${VLLM_VERSION}" \
-        -r /tmp/requirements.txt ninja setuptools wheel
+COPY requirements/gpu.lock.txt requirements/gpu-deepspeed.lock.txt ./requirements/
+# CUDA torch (13.0 wheels), vLLM, Ray and star1's other dependencies from PyPI, hash-checked; DeepSpeed
+# afterwards (its own lock), built against that torch with its fused Adam / CPU Adam / utils ops compiled now
+# instead of JIT-compiled on a GPU node.
+RUN pip install --require-hashes -c constraints.txt -r requirements/gpu.lock.txt \
+ && python -c "from importlib.metadata import version as v; \
+assert (v('ray'), v('vllm')) == ('${RAY_VERSION}', '${VLLM_VERSION}'), (v('ray'), v('vllm'))"
 RUN DS_BUILD_OPS=0 DS_BUILD_FUSED_ADAM=1 DS_BUILD_CPU_ADAM=1 DS_BUILD_UTILS=1 \
     TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST}" \
-    pip install --no-build-isolation -c constraints.txt "deepspeed==${DEEPSPEED_VERSION}"
+    pip install --require-hashes --no-build-isolation -c constraints.txt -r requirements/gpu-deepspeed.lock.txt \
+ && python -c "from importlib.metadata import version as v; assert v('deepspeed') == '${DEEPSPEED_VERSION}'"
 COPY star1 ./star1
 COPY jobs ./jobs
 RUN pip install --no-deps -c constraints.txt . && python -m star1 version

@@ -4,7 +4,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export STAR1_CACHE ?= $(CURDIR)/.cache/star1
 
-.PHONY: setup run test rehearsal lint k8s bench-collect clean
+.PHONY: setup run test rehearsal lint k8s lock bench-collect clean
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +27,13 @@ lint: setup
 # Re-render k8s/ from helm/star1 with default values (tests/test_chart.py keeps them identical).
 k8s: setup
 	python -m star1.deploy.chart write
+
+# Regenerate the images' hash-locked requirements (requirements/*.lock.txt) after pyproject.toml or
+# constraints.txt changes: scripts/lock.sh, with uv (UV=/path/to/uv) and PyPI (docs/install.md, "Lock files").
+# LOCK=cpu or LOCK=gpu regenerates one image's locks only.
+LOCK ?= all
+lock:
+	bash scripts/lock.sh $(LOCK)
 
 bench-collect: setup
 	python bench/collect.py

@@ -1,13 +1,18 @@
 """The Dockerfile, parsed (there is no Docker engine here): the image's Ray is the pinned client Ray, every
-install goes through the constraints file scripts/setup.sh uses, the runtime stages are non-root and carry no
-compiler, and the build context holds what the image copies."""
+install goes through the constraints file scripts/setup.sh uses, the dependencies come from hash-locked files
+(requirements/*.lock.txt, `make lock`) whose pins agree with constraints.txt and pyproject.toml, the runtime
+stages are non-root and carry no compiler, and the build context holds what the image copies."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,10 +64,36 @@ def args(lines: list[str]) -> dict[str, str]:
     return dict(re.match(r"ARG\s+(\w+)=(\S+)", x).groups() for x in lines if re.match(r"ARG\s+\w+=", x))
 
 
+# the lock files each build stage installs, in order
+LOCKS = {"cpu-build": ["cpu.lock.txt"], "gpu-build": ["gpu.lock.txt", "gpu-deepspeed.lock.txt"]}
+
+
+def lock(name: str) -> dict[str, tuple[str, list[str]]]:
+    """A `uv pip compile --generate-hashes` file: {name: (version, [hashes])}."""
+    out: dict[str, tuple[str, list[str]]] = {}
+    current = None
+    for raw in (REPO / "requirements" / name).read_text().splitlines():
+        line = raw.split("#")[0].strip().rstrip("\\").strip()
+        if not line:
+            continue
+        if line.startswith("--hash="):
+            assert current, f"{name}: a hash before any requirement"
+            out[current][1].append(line.removeprefix("--hash="))
+            continue
+        assert not line.startswith("-"), f"{name}: unexpected option {line}"
+        m = re.fullmatch(r"([A-Za-z0-9._-]+)(\[[^\]]*\])?==(\S+)", line.split(";")[0].strip())
+        assert m, f"{name}: not an exact pin: {line}"
+        current = canonicalize_name(m.group(1))
+        out[current] = (m.group(3), [])
+    return out
+
+
 def test_ray_version_is_the_pinned_one(dockerfile):
     assert args(dockerfile)["RAY_VERSION"] == pins()["ray"]
-    ray_installs = [x for x in dockerfile if re.search(r"pip install .*ray\[", x)]
-    assert ray_installs and all('"ray[default,train]==${RAY_VERSION}"' in x for x in ray_installs)
+    # Ray comes from the locks, which pin the constraints' Ray; each build checks the version it installed
+    for stage, files in LOCKS.items():
+        assert lock(files[0])["ray"][0] == pins()["ray"], files[0]
+        assert any("v('ray')" in x and "${RAY_VERSION}" in x for x in stages(dockerfile)[stage]), stage
     # no other Ray version hides anywhere (a base image tag, a literal pin)
     for line in dockerfile:
         for v in re.findall(r"ray[^\s]*?[:=]=?(\d+\.\d+\.\d+)", line):
@@ -80,6 +111,68 @@ def test_every_install_uses_the_setup_constraints(dockerfile):
     # the other pinned versions match the constraints too
     a, p = args(dockerfile), pins()
     assert a["VLLM_VERSION"] == p["vllm"] and a["DEEPSPEED_VERSION"] == p["deepspeed"]
+
+
+def test_dependencies_install_from_the_hash_locks(dockerfile):
+    """Every dependency install in a build stage is `--require-hashes -r requirements/<lock>`, in its own
+    layers before the code is copied (code changes do not reinstall dependencies)."""
+    for stage, files in LOCKS.items():
+        lines = stages(dockerfile)[stage]
+        code_copy = next(i for i, x in enumerate(lines) if x.startswith("COPY star1"))
+        installs = [(i, x) for i, x in enumerate(lines) if re.search(r"\bpip install\b", x)]
+        deps = [(i, x) for i, x in installs if "--no-deps" not in x]
+        assert [re.search(r"-r requirements/(\S+)", x).group(1) for _, x in deps] == files, stage
+        for i, x in deps:
+            assert "--require-hashes" in x and i < code_copy, x
+        # the only other install is star1 itself, without dependencies, after the code copy
+        assert all(
+            i > code_copy and re.search(r"--no-deps .* \.(\s|$)", x)
+            for i, x in installs
+            if (i, x) not in deps
+        )
+        copies = [x for x in lines[:code_copy] if x.startswith("COPY requirements/")]
+        assert sorted(f for x in copies for f in re.findall(r"requirements/(\S+)", x)) == sorted(files), stage
+
+
+@pytest.mark.parametrize("name", sorted({f for files in LOCKS.values() for f in files}))
+def test_every_locked_requirement_is_pinned_with_hashes(name):
+    entries = lock(name)
+    assert entries
+    for pkg, (_, hashes) in entries.items():
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), pkg
+
+
+def test_lock_pins_agree_with_the_constraints():
+    p = pins()
+    cpu, gpu, gpu_ds = lock("cpu.lock.txt"), lock("gpu.lock.txt"), lock("gpu-deepspeed.lock.txt")
+    assert cpu["ray"][0] == gpu["ray"][0] == p["ray"]
+    assert gpu["vllm"][0] == p["vllm"] and "vllm" not in cpu  # no vLLM in the CPU image
+    assert cpu["deepspeed"][0] == gpu_ds["deepspeed"][0] == p["deepspeed"]
+    assert "deepspeed" not in gpu and list(gpu_ds) == ["deepspeed"]  # built in a second step, after torch
+    # torch: the CPU build (+cpu) from PyTorch's CPU index in the CPU image, PyPI's CUDA build in the GPU one
+    assert cpu["torch"][0] == p["torch"] + "+cpu" and gpu["torch"][0] == p["torch"]
+    for entries in (cpu, gpu):
+        for name, version in p.items():
+            if name in entries:
+                assert Version(entries[name][0]).public == version, name
+
+
+def test_locks_satisfy_pyproject():
+    """A lock made before a pyproject change (a new dependency, a raised floor) fails here: `make lock`."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {
+        "cpu.lock.txt": project["dependencies"],
+        "gpu.lock.txt": [*project["dependencies"], *project["optional-dependencies"]["gpu"]],
+    }
+    ds = lock("gpu-deepspeed.lock.txt")
+    for name, reqs in wanted.items():
+        entries = {**lock(name), **(ds if name == "gpu.lock.txt" else {})}
+        for r in map(Requirement, reqs):
+            key = canonicalize_name(r.name)
+            assert key in entries, f"{name} lacks {r.name}: run `make lock`"
+            assert r.specifier.contains(entries[key][0], prereleases=True), (
+                f"{name}: {key} {entries[key][0]} vs {r}"
+            )
 
 
 def test_runtime_stages_are_non_root_without_a_compiler(dockerfile):
