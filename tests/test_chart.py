@@ -496,3 +496,194 @@ def test_each_example_renders_its_job_alone_and_k8s_holds_them():
         "curate.yaml", "eval.yaml", "nightly.yaml", "sft.yaml"
     ]  # fmt: skip
     assert "+ helm/examples/sft.yaml" in (chart.K8S_DIR / "sft.yaml").read_text().splitlines()[0]
+
+
+# ---------------------------------------------------------------- scratch disks (issue 19)
+
+SCRATCH_ENV = {
+    "STAR1_CACHE": "/scratch/star1",
+    "TMPDIR": "/scratch/tmp",
+    "HF_HOME": "/scratch/hf",
+    "VLLM_CACHE_ROOT": "/scratch/vllm",
+    "TORCH_EXTENSIONS_DIR": "/scratch/torch_extensions",
+    "TRITON_CACHE_DIR": "/scratch/triton",
+    "XDG_CACHE_HOME": "/scratch/cache",
+}
+
+
+def ray_pods(spec):
+    """(where, pod spec) of the head and every worker group but the code sandbox."""
+    cluster = spec["rayClusterSpec"]
+    yield "head", cluster["headGroupSpec"]["template"]["spec"]
+    for g in cluster["workerGroupSpecs"]:
+        if g["groupName"] != "sandbox":
+            yield g["groupName"], g["template"]["spec"]
+
+
+def scratch_volume(pod):
+    (vol,) = [v for v in pod["volumes"] if v["name"] == "scratch"]
+    return vol
+
+
+def plain_env(container):
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_ray_pod_mounts_scratch_and_every_cache_points_there(renders, variant):
+    for spec in rayjob_specs(renders[variant]):
+        for where, pod in ray_pods(spec):
+            ray = pod["containers"][0]
+            assert {"name": "scratch", "mountPath": "/scratch"} in ray["volumeMounts"], where
+            env = plain_env(ray)
+            assert {k: env.get(k) for k in SCRATCH_ENV} == SCRATCH_ENV, where
+            # the head keeps Ray's folder where KubeRay shares it with the autoscaler; workers follow TMPDIR
+            assert env.get("RAY_TMPDIR") == ("/tmp" if where == "head" else None), where
+            (init,) = pod["initContainers"]
+            assert init["command"] == ["mkdir", "-p", *SCRATCH_ENV.values()]
+            assert init["volumeMounts"] == [{"name": "scratch", "mountPath": "/scratch"}]
+            assert init["image"] == ray["image"]
+        # the sandbox holds nothing worth a disk, and its environment stays what the chart promises
+        for g in spec["rayClusterSpec"]["workerGroupSpecs"]:
+            if g["groupName"] == "sandbox":
+                pod = g["template"]["spec"]
+                assert "scratch" not in str(pod["volumes"]) and "initContainers" not in pod
+                assert {e["name"] for e in pod["containers"][0]["env"]} == {"STAR1_SANDBOX_POD", "STAR1_JOB"}
+
+
+def test_emptydir_scratch_is_requested_as_ephemeral_storage(renders):
+    """sizeLimit + storageMargin (10Gi), requests = limits, on the Ray container of every pod."""
+    want = {  # (head, workers) per RayJob: the defaults of values.yaml
+        "star1-curate": ("30Gi", "40Gi"), "star1-sft": ("35Gi", "170Gi"), "star1-eval": ("45Gi", "50Gi"),
+        "star1-nightly": ("45Gi", "50Gi"),
+    }  # fmt: skip
+    objs = renders["default"]
+    seen = set()
+    for rj in by_kind(objs, "RayJob") + embedded(objs):
+        head, workers = want[rj["metadata"]["name"]]
+        for where, pod in ray_pods(rj["spec"]):
+            disk = head if where == "head" else workers
+            res = pod["containers"][0]["resources"]
+            assert res["requests"]["ephemeral-storage"] == res["limits"]["ephemeral-storage"] == disk, where
+            size = scratch_volume(pod)["emptyDir"]["sizeLimit"]
+            assert int(size.removesuffix("Gi")) + 10 == int(disk.removesuffix("Gi"))
+        seen.add(rj["metadata"]["name"])
+    assert seen == set(want)
+
+
+SCRATCH_KINDS = {
+    "pvc-claim": ({"kind": "pvc", "claimName": "star1-scratch"},
+                  {"persistentVolumeClaim": {"claimName": "star1-scratch"}}),
+    "pvc-ephemeral": (
+        {"kind": "pvc", "storageClassName": "local-nvme", "size": "800Gi"},
+        {"ephemeral": {"volumeClaimTemplate": {"spec": {
+            "accessModes": ["ReadWriteOnce"], "storageClassName": "local-nvme",
+            "resources": {"requests": {"storage": "800Gi"}}}}}},
+    ),
+    "pvc-default-class": (
+        {"kind": "pvc", "size": "1Ti"},
+        {"ephemeral": {"volumeClaimTemplate": {"spec": {
+            "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Ti"}}}}}},
+    ),
+    "hostPath": ({"kind": "hostPath", "path": "/mnt/nvme/star1"},
+                 {"hostPath": {"path": "/mnt/nvme/star1", "type": "DirectoryOrCreate"}}),
+    "hostPath-existing": ({"kind": "hostPath", "path": "/mnt/nvme", "type": "Directory"},
+                          {"hostPath": {"path": "/mnt/nvme", "type": "Directory"}}),
+    "tmpfs": ({"kind": "emptyDir", "sizeLimit": "32Gi", "medium": "Memory"},
+              {"emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", SCRATCH_KINDS)
+def test_each_scratch_kind_renders_a_valid_volume(kind):
+    """A group's own storage replaces the job's; only a disk-backed emptyDir asks for ephemeral storage."""
+    storage, volume = SCRATCH_KINDS[kind]
+    values = {"jobs": {"sft": {"workers": {"gpu": {"storage": storage}}}}}
+    objs = chart.objects(render_all(values))
+    (rj,) = [o for o in by_kind(objs, "RayJob") if o["metadata"]["name"] == "star1-sft"]
+    pods = dict(ray_pods(rj["spec"]))
+    assert {k: v for k, v in scratch_volume(pods["gpu"]).items() if k != "name"} == volume
+    assert "ephemeral-storage" not in str(pods["gpu"]["containers"][0]["resources"])
+    assert scratch_volume(pods["head"])["emptyDir"] == {"sizeLimit": "25Gi"}  # the head keeps the job's
+    assert not validate(rj), validate(rj)
+    problems = restricted_problems("sft workers", {"spec": pods["gpu"]})
+    assert problems == (["sft workers: hostPath volume scratch"] if kind.startswith("hostPath") else [])
+
+
+def test_the_margin_adds_to_a_fractional_size():
+    values = {"storageMargin": "512Mi", "jobs": {"curate": {"storage": {"workers": {"sizeLimit": "1.5Gi"}}}}}
+    (rj,) = by_kind(chart.objects(chart.render(values)), "RayJob")
+    pods = dict(ray_pods(rj["spec"]))
+    disk = {g: pod["containers"][0]["resources"]["limits"]["ephemeral-storage"] for g, pod in pods.items()}
+    assert disk == {"cpu": "2Gi", "head": "20992Mi"}  # 1.5Gi + 512Mi; 20Gi + 512Mi
+
+
+def sft_workers(storage):
+    return {"jobs": {"sft": {"storage": {"workers": storage}}}}
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        (sft_workers({"kind": "nfs"}), "/jobs/sft/storage/workers/kind"),
+        (sft_workers({"sizeLimit": "160GB"}), "/jobs/sft/storage/workers/sizeLimit"),
+        (sft_workers({"sizeLimit": "0Gi"}), "/jobs/sft/storage/workers/sizeLimit"),
+        (sft_workers({"sizelimit": "1Gi"}), "sizelimit"),
+        (sft_workers({"kind": "hostPath", "path": "mnt/nvme"}), "/jobs/sft/storage/workers/path"),
+        (sft_workers({"kind": "hostPath", "path": "/"}), "/jobs/sft/storage/workers/path"),
+        (sft_workers({"medium": "HugePages"}), "/jobs/sft/storage/workers/medium"),
+        (sft_workers({"kind": "hostPath", "type": "Socket"}), "/jobs/sft/storage/workers/type"),
+        ({"jobs": {"eval": {"workers": {"gpu": {"storage": {"size": "1Ti"}}}}}}, "eval/workers/gpu/storage"),
+        ({"jobs": {"curate": {"storage": {"head": None}}}}, "missing property 'head'"),
+        ({"storageMargin": "10"}, "/storageMargin"),
+    ],
+)  # fmt: skip
+def test_the_schema_rejects_bad_storage_values(values, named):
+    with pytest.raises(ChartError, match=re.escape(named)):
+        chart.render(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (sft_workers({"sizeLimit": None}), "sft.storage.workers.sizeLimit is required for kind emptyDir"),
+        (sft_workers({"claimName": "x"}), "sft.storage.workers.claimName is not a setting of kind emptyDir"),
+        (sft_workers({"kind": "pvc", "sizeLimit": None}), "kind pvc needs claimName (an existing claim) or"),
+        (
+            sft_workers({"kind": "pvc", "sizeLimit": None, "claimName": "a", "size": "1Ti"}),
+            "jobs.sft.storage.workers: claimName mounts an existing claim",
+        ),
+        (
+            sft_workers({"kind": "pvc", "sizeLimit": None, "storageClassName": "fast"}),
+            'jobs.sft.storage.workers.size is required with storageClassName "fast"',
+        ),
+        (sft_workers({"kind": "hostPath", "sizeLimit": None}), "jobs.sft.storage.workers.path is required"),
+        (
+            sft_workers({"medium": "Memory", "sizeLimit": "460Gi"}),
+            "medium Memory puts sizeLimit 460Gi in RAM, and with the 64Gi /dev/shm that is more than the "
+            "pod's memory 512Gi",
+        ),
+        (
+            {"jobs": {"eval": {"workers": {"gpu": {"storage": {"kind": "hostPath"}}}}}},
+            "jobs.eval.workers.gpu.storage.path is required for kind hostPath",
+        ),
+        ({"env": {"TMPDIR": "/tmp"}}, "env.TMPDIR is set by the chart"),
+    ],
+    ids=["no-size", "claim-on-emptydir", "pvc-empty", "pvc-both", "class-no-size", "hostpath-no-path",
+         "tmpfs-past-memory", "group-override", "env-overlap"],
+)  # fmt: skip
+def test_impossible_storage_values_fail_naming_the_value(values, message):
+    with pytest.raises(ChartError, match=re.escape(message)):
+        render_all(values)
+
+
+def test_another_kind_in_a_values_file_drops_the_default_size():
+    """Helm merges values into the defaults: a kind switch names the leftover setting, and null drops it."""
+    with pytest.raises(ChartError, match=re.escape("set sizeLimit: null to drop theirs")):
+        render_all(sft_workers({"kind": "pvc", "claimName": "star1-scratch"}))
+    objs = chart.objects(
+        render_all(sft_workers({"kind": "pvc", "claimName": "star1-scratch", "sizeLimit": None}))
+    )
+    (rj,) = [o for o in by_kind(objs, "RayJob") if o["metadata"]["name"] == "star1-sft"]
+    vol = scratch_volume(dict(ray_pods(rj["spec"]))["gpu"])
+    assert vol == {"name": "scratch", "persistentVolumeClaim": {"claimName": "star1-scratch"}}

@@ -123,7 +123,12 @@ plain extras; arg: (dict "root" $ "job" KEY "extra" LIST-OF-ENV-MAPS)
     secretKeyRef: {name: {{ $v.apiKeys.secret }}, key: {{ . }}, optional: true}
 {{- end }}
 {{- end }}
+{{- $chartSet := list -}}
+{{- range .extra }}{{ $chartSet = append $chartSet .name }}{{ end -}}
 {{- range $name, $value := $v.env }}
+{{- if has $name $chartSet }}
+{{- fail (printf "env.%s is set by the chart (the scratch disk at %s, docs/kubernetes.md \"Scratch disks\"): drop it from env" $name (include "star1.scratchPath" $)) }}
+{{- end }}
 {{- if regexMatch "(?i)^(.*_)?(api_?key|apikey|key|secret|password|passwd|token|credentials?)(_.*)?$" $name }}
 {{- fail (printf "env.%s looks like a secret: create a Secret and list the key under apiKeys.keys instead of a plain value" $name) }}
 {{- end }}
@@ -138,7 +143,10 @@ plain extras; arg: (dict "root" $ "job" KEY "extra" LIST-OF-ENV-MAPS)
 {{- end }}
 {{- end -}}
 
-{{/* Volumes of a Ray pod: the run config and an in-memory /dev/shm; arg: (dict "configMap" NAME "shm" SIZE) */}}
+{{/*
+Volumes of a Ray pod: the run config, an in-memory /dev/shm and, given "scratch" (checked storage values), the
+scratch disk; arg: (dict "configMap" NAME "shm" SIZE ["scratch" STORAGE])
+*/}}
 {{- define "star1.volumes" -}}
 - name: config
   configMap:
@@ -147,14 +155,22 @@ plain extras; arg: (dict "root" $ "job" KEY "extra" LIST-OF-ENV-MAPS)
   emptyDir:
     medium: Memory
     sizeLimit: {{ .shm }}
+{{- with .scratch }}
+{{ include "star1.scratchVolume" . }}
+{{- end }}
 {{- end -}}
 
+{{/* The mounts of those volumes; arg: (dict "root" $ ["scratch" true]) */}}
 {{- define "star1.volumeMounts" -}}
 - name: config
   mountPath: /etc/star1
   readOnly: true
 - name: dshm
   mountPath: /dev/shm
+{{- if .scratch }}
+- name: scratch
+  mountPath: {{ include "star1.scratchPath" .root }}
+{{- end }}
 {{- end -}}
 
 {{/*
@@ -342,6 +358,10 @@ must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap
 {{- if gt (int $g.minReplicas) (int $max) }}
 {{- fail (printf "jobs.%s.workers.%s: minReplicas %d > maxReplicas %d" $ctx.key $group (int $g.minReplicas) (int $max)) }}
 {{- end }}
+{{- $scratch := $g.storage | default (dig "storage" "workers" nil $ctx.job) -}}
+{{- $where := ternary (printf "%s.workers.%s.storage" $ctx.where $group) (printf "%s.storage.workers" $ctx.where) (hasKey $g "storage") -}}
+{{- include "star1.scratchCheck" (dict "s" $scratch "where" $where "memory" $g.memory "shm" ($g.shmSize | default "1Gi")) }}
+{{- $disk := include "star1.ephemeralStorage" (list $root $scratch) -}}
 - groupName: {{ $group }}
   replicas: {{ $g.minReplicas }}
   minReplicas: {{ $g.minReplicas }}
@@ -376,6 +396,8 @@ must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      initContainers:
+        {{- include "star1.scratchInit" (dict "root" $root "image" $ctx.image) | nindent 8 }}
       containers:
         - name: ray-worker
           image: {{ $ctx.image }}
@@ -387,20 +409,26 @@ must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap
               {{- if $gpus }}
               nvidia.com/gpu: {{ $gpus | quote }}
               {{- end }}
+              {{- with $disk }}
+              ephemeral-storage: {{ . | quote }}
+              {{- end }}
             limits:
               cpu: {{ $g.cpu | quote }}
               memory: {{ $g.memory | quote }}
               {{- if $gpus }}
               nvidia.com/gpu: {{ $gpus | quote }}
               {{- end }}
+              {{- with $disk }}
+              ephemeral-storage: {{ . | quote }}
+              {{- end }}
           env:
-            {{- include "star1.env" (dict "root" $root "job" $ctx.key "extra" list) | nindent 12 }}
+            {{- include "star1.env" (dict "root" $root "job" $ctx.key "extra" (include "star1.scratchEnv" (dict "head" false) | fromJsonArray)) | nindent 12 }}
           securityContext:
             {{- include "star1.containerSecurityContext" $root | nindent 12 }}
           volumeMounts:
-            {{- include "star1.volumeMounts" $root | nindent 12 }}
+            {{- include "star1.volumeMounts" (dict "root" $root "scratch" true) | nindent 12 }}
       volumes:
-        {{- include "star1.volumes" (dict "configMap" $ctx.configMap "shm" ($g.shmSize | default "1Gi")) | nindent 8 }}
+        {{- include "star1.volumes" (dict "configMap" $ctx.configMap "shm" ($g.shmSize | default "1Gi") "scratch" $scratch) | nindent 8 }}
 {{- end }}
 {{- end -}}
 
@@ -417,6 +445,10 @@ that exits 5 (incomplete) or 7 (infrastructure) is run again in place, lifecycle
 {{- $image := include "star1.image" (list $root .job.variant) -}}
 {{- $cpuImage := include "star1.image" (list $root "cpu") -}}
 {{- include "star1.noSecrets" (list (printf "the %s command" .key) .command) -}}
+{{- $where := printf "jobs.%s" (ternary "eval" .key (eq .key "nightly")) -}}
+{{- $headScratch := dig "storage" "head" nil .job -}}
+{{- include "star1.scratchCheck" (dict "s" $headScratch "where" (printf "%s.storage.head" $where) "memory" $v.head.memory "shm" $v.head.shmSize) -}}
+{{- $headDisk := include "star1.ephemeralStorage" (list $root $headScratch) -}}
 entrypoint: {{ printf "python -m star1.deploy.runlog --to %s/_runs/%s --cwd %s --retries %v --retry-delay %v -- sh -c %s" (include "star1.storeUri" $root) .key $v.workingDir $v.lifecycle.retries $v.lifecycle.retryDelaySeconds (include "star1.shellQuote" .command) | quote }}
 submissionMode: K8sJobMode
 activeDeadlineSeconds: {{ $v.lifecycle.activeDeadlineSeconds }}
@@ -489,6 +521,8 @@ rayClusterSpec:
         imagePullSecrets:
           {{- include "star1.imagePullSecrets" $root | nindent 10 }}
         {{- end }}
+        initContainers:
+          {{- include "star1.scratchInit" (dict "root" $root "image" $image) | nindent 10 }}
         containers:
           - name: ray-head
             image: {{ $image }}
@@ -498,19 +532,20 @@ rayClusterSpec:
               - {containerPort: 8265, name: dashboard}
               - {containerPort: 10001, name: client}
             resources:
-              requests: {cpu: {{ $v.head.cpu | quote }}, memory: {{ $v.head.memory | quote }}}
-              limits: {cpu: {{ $v.head.cpu | quote }}, memory: {{ $v.head.memory | quote }}}
+              requests: {cpu: {{ $v.head.cpu | quote }}, memory: {{ $v.head.memory | quote }}{{ with $headDisk }}, ephemeral-storage: {{ . | quote }}{{ end }}}
+              limits: {cpu: {{ $v.head.cpu | quote }}, memory: {{ $v.head.memory | quote }}{{ with $headDisk }}, ephemeral-storage: {{ . | quote }}{{ end }}}
             env:
               {{- $extra := append (.extraEnv | default list) (dict "name" "RAY_JOB_STOP_WAIT_TIME_S" "value" (toString $v.lifecycle.stopWaitSeconds)) }}
+              {{- $extra = concat $extra (include "star1.scratchEnv" (dict "head" true) | fromJsonArray) }}
               {{- include "star1.env" (dict "root" $root "job" .key "extra" $extra) | nindent 14 }}
             securityContext:
               {{- include "star1.containerSecurityContext" $root | nindent 14 }}
             volumeMounts:
-              {{- include "star1.volumeMounts" $root | nindent 14 }}
+              {{- include "star1.volumeMounts" (dict "root" $root "scratch" true) | nindent 14 }}
         volumes:
-          {{- include "star1.volumes" (dict "configMap" .configMap "shm" $v.head.shmSize) | nindent 10 }}
+          {{- include "star1.volumes" (dict "configMap" .configMap "shm" $v.head.shmSize "scratch" $headScratch) | nindent 10 }}
   workerGroupSpecs:
-    {{- include "star1.workerGroups" (dict "root" $root "key" .key "job" .job "configMap" .configMap "image" $image "managedBy" .managedBy) | trim | nindent 4 }}
+    {{- include "star1.workerGroups" (dict "root" $root "key" .key "where" $where "job" .job "configMap" .configMap "image" $image "managedBy" .managedBy) | trim | nindent 4 }}
     {{- if dig "sandbox" "enabled" false .job }}
     {{- include "star1.sandboxGroup" (dict "root" $root "key" .key "job" .job "configMap" .configMap "managedBy" .managedBy) | trim | nindent 4 }}
     {{- end }}
@@ -566,4 +601,171 @@ tp: {{ .tp }}
 accelerator: {{ first $types | quote }}
 {{- end }}
 {{- end -}}
+{{- end -}}
+
+
+{{/*
+Scratch disks (jobs.<job>.storage, workers.<group>.storage): one volume per Ray pod, mounted at /scratch, where
+every local cache and temporary file of star1, Ray, DeepSpeed, Hugging Face and vLLM goes (star1.scratchEnv):
+model downloads, ZeRO-3 checkpoint staging, resume downloads, the exported model, vLLM's compile caches.
+Kinds: emptyDir (node disk, or tmpfs with medium Memory), pvc (an existing claim, or a fresh ephemeral claim
+per pod), hostPath (node-local NVMe).
+*/}}
+{{- define "star1.scratchPath" -}}
+/scratch
+{{- end -}}
+
+{{/*
+The scratch folders and the env vars that point at them: (list (list NAME FOLDER) …) as JSON. TMPDIR moves
+Python's tempfile (star1's checkpoint staging and export, Ray Train's resume download, DeepSpeed) and, on
+workers, Ray's session folder (logs, spilled objects); XDG_CACHE_HOME catches any other ~/.cache user.
+*/}}
+{{- define "star1.scratchDirs" -}}
+{{- $p := include "star1.scratchPath" . -}}
+{{- list (list "STAR1_CACHE" (printf "%s/star1" $p)) (list "TMPDIR" (printf "%s/tmp" $p)) (list "HF_HOME" (printf "%s/hf" $p)) (list "VLLM_CACHE_ROOT" (printf "%s/vllm" $p)) (list "TORCH_EXTENSIONS_DIR" (printf "%s/torch_extensions" $p)) (list "TRITON_CACHE_DIR" (printf "%s/triton" $p)) (list "XDG_CACHE_HOME" (printf "%s/cache" $p)) | toJson -}}
+{{- end -}}
+
+{{/*
+Env of a Ray container with a scratch disk, as a list for star1.env's "extra"; arg: (dict "head" BOOL).
+The head keeps Ray's own folder at /tmp/ray (RAY_TMPDIR=/tmp): KubeRay shares that folder with the
+autoscaler sidecar, whose log the head streams to the driver.
+*/}}
+{{- define "star1.scratchEnv" -}}
+{{- $env := list -}}
+{{- range (include "star1.scratchDirs" . | fromJsonArray) -}}
+{{- $env = append $env (dict "name" (index . 0) "value" (index . 1)) -}}
+{{- end -}}
+{{- if .head -}}
+{{- $env = append $env (dict "name" "RAY_TMPDIR" "value" "/tmp") -}}
+{{- end -}}
+{{- toJson $env -}}
+{{- end -}}
+
+{{/* A Kubernetes quantity in bytes (an integer); arg: QUANTITY */}}
+{{- define "star1.bytes" -}}
+{{- $q := toString . -}}
+{{- $units := dict "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "m" 0.001 -}}
+{{- $suffix := regexFind "[A-Za-z]+$" $q -}}
+{{- $mult := 1.0 -}}
+{{- if $suffix -}}
+{{- $mult = get $units $suffix -}}
+{{- end -}}
+{{- printf "%d" (int64 (ceil (mulf (float64 (trimSuffix $suffix $q)) $mult))) -}}
+{{- end -}}
+
+{{/*
+Check a scratch disk's values; the messages name the value. arg: (dict "s" STORAGE "where" VALUES-PATH
+"memory" POD-MEMORY "shm" SHM-SIZE)
+*/}}
+{{- define "star1.scratchCheck" -}}
+{{- $s := .s -}}
+{{- $w := .where -}}
+{{- if not (kindIs "map" $s) -}}
+{{- fail (printf "%s is required: the pod's scratch disk at %s (docs/kubernetes.md, \"Scratch disks\")" $w (include "star1.scratchPath" .)) -}}
+{{- end -}}
+{{- $fields := dict "emptyDir" (list "sizeLimit" "medium") "pvc" (list "claimName" "storageClassName" "size") "hostPath" (list "path" "type") -}}
+{{- $own := get $fields (toString $s.kind) -}}
+{{- range $key, $_ := $s -}}
+{{- if and (ne $key "kind") (not (has $key $own)) -}}
+{{- fail (printf "%s.%s is not a setting of kind %s (it takes %s); a values file merges into the chart's defaults: set %s: null to drop theirs" $w $key $s.kind (join ", " $own) $key) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $s.kind "emptyDir" -}}
+{{- if not $s.sizeLimit -}}
+{{- fail (printf "%s.sizeLimit is required for kind emptyDir: the disk's cap, requested as ephemeral-storage (docs/kubernetes.md sizes it per preset)" $w) -}}
+{{- end -}}
+{{- if eq (toString $s.medium) "Memory" -}}
+{{- $need := add (include "star1.bytes" $s.sizeLimit | int64) (include "star1.bytes" .shm | int64) -}}
+{{- if gt $need (include "star1.bytes" .memory | int64) -}}
+{{- fail (printf "%s: medium Memory puts sizeLimit %s in RAM, and with the %s /dev/shm that is more than the pod's memory %s: raise memory, or use the node's disk (medium \"\")" $w $s.sizeLimit .shm .memory) -}}
+{{- end -}}
+{{- end -}}
+{{- else if eq $s.kind "pvc" -}}
+{{- if and $s.claimName (or $s.storageClassName $s.size) -}}
+{{- fail (printf "%s: claimName mounts an existing claim; storageClassName and size make a fresh one per pod: set one or the other" $w) -}}
+{{- end -}}
+{{- if and $s.storageClassName (not $s.size) (not $s.claimName) -}}
+{{- fail (printf "%s.size is required with storageClassName %q: the size of the fresh claim each pod gets" $w $s.storageClassName) -}}
+{{- end -}}
+{{- if not (or $s.claimName $s.size) -}}
+{{- fail (printf "%s: kind pvc needs claimName (an existing claim) or size (a fresh claim per pod, of storageClassName or the cluster's default class)" $w) -}}
+{{- end -}}
+{{- else if eq $s.kind "hostPath" -}}
+{{- if not $s.path -}}
+{{- fail (printf "%s.path is required for kind hostPath: a folder on the node, e.g. /mnt/nvme/star1" $w) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The scratch volume of a pod; arg: STORAGE (checked) */}}
+{{- define "star1.scratchVolume" -}}
+- name: scratch
+{{- if eq .kind "emptyDir" }}
+  emptyDir:
+    {{- if .medium }}
+    medium: {{ .medium }}
+    {{- end }}
+    sizeLimit: {{ .sizeLimit }}
+{{- else if and (eq .kind "pvc") .claimName }}
+  persistentVolumeClaim:
+    claimName: {{ .claimName }}
+{{- else if eq .kind "pvc" }}
+  ephemeral:
+    volumeClaimTemplate:
+      spec:
+        accessModes: [ReadWriteOnce]
+        {{- with .storageClassName }}
+        storageClassName: {{ . }}
+        {{- end }}
+        resources:
+          requests:
+            storage: {{ .size }}
+{{- else }}
+  hostPath:
+    path: {{ .path }}
+    type: {{ .type | default "DirectoryOrCreate" }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The ephemeral-storage a Ray container requests (and is limited to): a disk-backed emptyDir's sizeLimit plus
+storageMargin (the container's writable layer, its logs, KubeRay's /tmp/ray on the head); "" for the other
+kinds, whose space is not the node's ephemeral storage. arg: (list $ STORAGE)
+*/}}
+{{- define "star1.ephemeralStorage" -}}
+{{- $root := index . 0 -}}
+{{- $s := index . 1 -}}
+{{- if and (eq $s.kind "emptyDir") (ne (toString $s.medium) "Memory") -}}
+{{- $total := add (include "star1.bytes" $s.sizeLimit | int64) (include "star1.bytes" $root.Values.storageMargin | int64) -}}
+{{- $gi := 1073741824 -}}
+{{- if eq (mod $total $gi) 0 -}}
+{{- printf "%dGi" (div $total $gi) -}}
+{{- else -}}
+{{- printf "%dMi" (div (add $total 1048575) 1048576) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The init container that makes the scratch folders (TMPDIR must exist before anything runs: Python's tempfile
+would quietly fall back to /tmp, in the container's writable layer), as the pod's user: a disk it cannot
+write to fails here, naming the folder. arg: (dict "root" $ "image" IMAGE)
+*/}}
+{{- define "star1.scratchInit" -}}
+{{- $dirs := list -}}
+{{- range (include "star1.scratchDirs" .root | fromJsonArray) -}}
+{{- $dirs = append $dirs (index . 1) -}}
+{{- end -}}
+- name: scratch-dirs
+  image: {{ .image }}
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  command: [mkdir, -p, {{ join ", " $dirs }}]
+  resources:
+    requests: {cpu: 100m, memory: 64Mi}
+    limits: {cpu: 100m, memory: 64Mi}
+  securityContext:
+    {{- include "star1.containerSecurityContext" .root | nindent 4 }}
+  volumeMounts:
+    - name: scratch
+      mountPath: {{ include "star1.scratchPath" .root }}
 {{- end -}}

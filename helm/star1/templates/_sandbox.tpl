@@ -99,7 +99,7 @@ ConfigMap, so no pod of the cluster starts before the policy exists.
           securityContext:
             {{- include "star1.containerSecurityContext" $root | nindent 12 }}
           volumeMounts:
-            {{- include "star1.volumeMounts" $root | nindent 12 }}
+            {{- include "star1.volumeMounts" (dict "root" $root) | nindent 12 }}
       volumes:
         {{- include "star1.volumes" (dict "configMap" .configMap "shm" $s.shmSize) | nindent 8 }}
 {{- end -}}
