@@ -30,6 +30,7 @@ import math
 import os
 import re
 import secrets
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ class Group:
     memory: int | None
     env: dict[str, str]
     disks: list[str] = field(default_factory=list)  # mount paths of the pod's own volumes (emptyDir, PVC, …)
+    init: list[list[str]] = field(default_factory=list)  # each init container's command + args
 
 
 @dataclass
@@ -213,7 +215,11 @@ def group_of(
     memory = int(quantity(limits["memory"])) if "memory" in limits else None
     pods = 1 if head else max(int(spec.get("replicas") or 0), int(spec.get("minReplicas") or 0), 1)
     env = pod_env(container, secrets_)
-    return Group(name, pods, math.ceil(cpus), math.ceil(gpus), declared, memory, env, pod_disks(spec))
+    init = [
+        [*c.get("command", []), *c.get("args", [])]
+        for c in spec["template"]["spec"].get("initContainers", [])
+    ]
+    return Group(name, pods, math.ceil(cpus), math.ceil(gpus), declared, memory, env, pod_disks(spec), init)
 
 
 def pod_disks(spec: dict[str, Any]) -> list[str]:
@@ -299,17 +305,31 @@ class Rehearsal:
         )  # fmt: skip
 
     def pod_env(self, g: Group, pod: str) -> dict[str, str]:
-        """The group's env for one pod: its own disks are fresh folders here, and env values that point into
-        them (STAR1_CACHE=/scratch/…) point into those folders."""
-        env = dict(g.env)
-        for i, mount in enumerate(g.disks):
-            d = self.root / "pods" / pod / f"disk-{i}"
+        """Play the kubelet for one pod: its own disks are fresh folders here, env values that point into them
+        (STAR1_CACHE=/scratch/…) point into those folders, and its init containers run (their paths mapped
+        the same way) before it starts. Returns the pod's env."""
+        # under the cluster's short temp dir: vLLM and Ray put Unix sockets in TMPDIR (a 107-byte path limit)
+        disks = {
+            mount: Path(self.cluster.temp_dir) / "pods" / pod / f"d{i}" for i, mount in enumerate(g.disks)
+        }
+        for d in disks.values():
             d.mkdir(parents=True, exist_ok=True)
-            env = {
-                k: str(d) + v[len(mount) :] if v == mount or v.startswith(mount + "/") else v
-                for k, v in env.items()
-            }
-        return env
+
+        def local(value: str) -> str:
+            for mount, d in disks.items():
+                if value == mount or value.startswith(mount + "/"):
+                    return str(d) + value[len(mount) :]
+            return value
+
+        for argv in g.init:
+            args = [local(a) for a in argv]
+            stray = [
+                a for a in args if a.startswith("/") and not any(a.startswith(str(d)) for d in disks.values())
+            ]
+            if stray:  # never let a pod's init container write into this machine's real /
+                raise ValueError(f"init container of {g.name} touches paths outside its volumes: {stray}")
+            subprocess.run(args, check=True, timeout=60)
+        return {k: local(v) for k, v in g.env.items()}
 
     def stop(self) -> None:
         self.cluster.stop()
