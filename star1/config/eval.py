@@ -40,7 +40,12 @@ class ModelConfig(Strict):
         description="e.g. H100: pin the engines to nodes of that type (their `accelerator_type:<type>` "
         "resource), GPU engines and CPU ones alike",
     )
-    max_model_len: int | None = Field(None, gt=0, description="default: the model's")
+    max_model_len: int | None = Field(
+        None,
+        gt=0,
+        description="default (local backend): what the run's requests need (longest prompt + max_tokens), "
+        "capped by the model's maximum; ray backend: the model's maximum",
+    )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_num_seqs: int | None = Field(None, gt=0, description="paper: 64")
     batch_size: int = Field(64, gt=0, description="rows per Ray Data batch (ray backend)")

@@ -103,6 +103,9 @@ def run_pass(
         return have, stats
     t0 = time.time()
     engine = engine_for()
+    context = getattr(engine, "context", None)  # an in-process vLLM engine's max_model_len and why
+    if context is not None:
+        stats.update(max_model_len=context.max_model_len, max_model_len_reason=context.reason)
     buf: list[GenResult] = []
     for res in engine.generate(missing):
         buf.append(res)

@@ -225,9 +225,10 @@ class _Run:
         self.log(
             f"generate with {self.target.cfg.label} ({self.target.cfg.engine}/{self.target.cfg.backend})"
         )
+        self.target.expect([p[3] for p in plan])
         results, stats = run_pass(
             lambda: self.pool.get(self.target),
-            [p[3] for p in plan],
+            self.target.workload,
             ChunkStore(self.store, f"{self.root}/generations"),
             self.ev.chunk_size,
             self.log,
@@ -288,9 +289,10 @@ class _Run:
                         refusal_pending.append(Pending(row, first))
         if guard_pending and self.guard is not None:
             self.log(f"judge safety with {self.guard.cfg.label} ({self.ev.guard.format})")
+            self.guard.expect([p.request for p in guard_pending])
             res, stats = run_pass(
                 lambda: self.pool.get(self.guard),  # type: ignore[arg-type]
-                [p.request for p in guard_pending],
+                self.guard.workload,
                 ChunkStore(self.store, f"{self.root}/judgements"),
                 self.ev.chunk_size,
                 self.log,
@@ -303,9 +305,10 @@ class _Run:
             self.log(
                 f"judge refusals with {self.refusal_handle.cfg.label} ({len(refusal_pending)} undecided)"
             )
+            self.refusal_handle.expect([p.request for p in refusal_pending])
             res, stats = run_pass(
                 lambda: self.pool.get(self.refusal_handle),  # type: ignore[arg-type]
-                [p.request for p in refusal_pending],
+                self.refusal_handle.workload,
                 ChunkStore(self.store, f"{self.root}/judgements"),
                 self.ev.chunk_size,
                 self.log,
@@ -448,7 +451,7 @@ def engine_pool(cfg: Star1Config, store: Store) -> EnginePool:
     from star1.ray_utils import joins_cluster
 
     wait = cfg.ray.resource_wait_s if joins_cluster(cfg.ray) else 0.0
-    return EnginePool(store, cfg.eval.chunk_size, resource_wait_s=wait)
+    return EnginePool(store, resource_wait_s=wait)
 
 
 def run_eval(

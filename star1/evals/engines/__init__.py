@@ -2,7 +2,9 @@
 
 `ModelHandle.describe()` (resolution, hashes, chat template) needs no engine, so a current eval is skipped
 without starting one. The pool keeps at most one in-process engine alive (a GPU holds one model) and hands
-the same engine to every role that uses the same model (SmolLM2 as model and stand-in judge).
+the same engine to every role that uses the same model (SmolLM2 as model and stand-in judge). A handle carries
+the requests its run will send (`expect`): an in-process engine sizes its context for them, and one too
+small for a later role's requests is replaced by one that fits.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ class ModelHandle:
         self.cfg, self.store = cfg, store
         self._resolved: ResolvedModel | None = None
         self._desc: dict[str, Any] | None = None
+        self.workload: list[GenRequest] = []
+
+    def expect(self, requests: list[GenRequest]) -> None:
+        """The requests this run sends the model (stored ones included): an in-process vLLM engine started
+        for them sizes its context (max_model_len) to fit them."""
+        self.workload = requests
 
     @property
     def resolved(self) -> ResolvedModel:
@@ -65,16 +73,21 @@ class ModelHandle:
 class EnginePool:
     """Engines by model identity; on a GPU an in-process engine is closed before another one starts."""
 
-    def __init__(self, store: Store | None = None, chunk: int = 256, resource_wait_s: float = 0.0) -> None:
-        self.store, self.chunk = store, chunk
+    def __init__(self, store: Store | None = None, resource_wait_s: float = 0.0) -> None:
+        self.store = store
         self.resource_wait_s = resource_wait_s  # ray backend: how long to wait for the GPUs an engine needs
         self._live: dict[str, Engine] = {}
         self.started: list[str] = []  # labels of engines started, in order (tests and logs)
 
     def get(self, handle: ModelHandle) -> Engine:
         ident = engine_identity(handle.cfg)
-        if ident in self._live:
-            return self._live[ident]
+        live = self._live.get(ident)
+        if live is not None:
+            fits = getattr(live, "fits", None)  # in-process vLLM: is its context large enough?
+            if fits is None or fits(handle.workload):
+                return live
+            live.close()
+            del self._live[ident]
         cfg = handle.cfg
         engine: Engine
         if cfg.engine == "openai":
@@ -92,7 +105,7 @@ class EnginePool:
             if not vllm_on_cpu():
                 self.close_local()  # one GPU holds one model; on CPU small engines live side by side
 
-            engine = VLLMLocalEngine(cfg, handle.resolved, batch=self.chunk)
+            engine = VLLMLocalEngine(cfg, handle.resolved, handle.workload)
         self._live[ident] = engine
         self.started.append(cfg.label)
         return engine

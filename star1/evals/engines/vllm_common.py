@@ -14,7 +14,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,19 +165,53 @@ class PromptRenderer:
         return ids, params
 
 
-def context_limit(cfg: ModelConfig, model: ResolvedModel) -> int | None:
-    """max_model_len, else the model's max_position_embeddings (when its config is on this machine)."""
-    if cfg.max_model_len:
-        return cfg.max_model_len
-    if model.local_dir is not None and (model.local_dir / "config.json").exists():
-        import json
+def configured_max_len(cfg: ModelConfig) -> int | None:
+    """max_model_len as configured (`engine_kwargs` win, as in `engine_kwargs`), or None."""
+    value = cfg.engine_kwargs.get("max_model_len") or cfg.max_model_len
+    return int(value) if value else None
 
-        conf = json.loads((model.local_dir / "config.json").read_text())
-        value = conf.get("max_position_embeddings") or conf.get("text_config", {}).get(
-            "max_position_embeddings"
-        )
-        return int(value) if value else None
-    return None
+
+def model_max_len(model: ResolvedModel) -> int | None:
+    """The model's max_position_embeddings, when its config is on this machine."""
+    if model.local_dir is None or not (model.local_dir / "config.json").exists():
+        return None
+    conf = json.loads((model.local_dir / "config.json").read_text())
+    value = conf.get("max_position_embeddings") or conf.get("text_config", {}).get("max_position_embeddings")
+    return int(value) if value else None
+
+
+def context_limit(cfg: ModelConfig, model: ResolvedModel) -> int | None:
+    """max_model_len as configured, else the model's maximum."""
+    return configured_max_len(cfg) or model_max_len(model)
+
+
+@dataclass(frozen=True)
+class ContextChoice:
+    """The context (vLLM's max_model_len) an in-process engine starts with, and why."""
+
+    max_model_len: int | None  # None: vLLM's own default (the model's maximum, unknown here)
+    reason: str
+    configured: bool = False
+
+
+def choose_max_model_len(configured: int | None, model_max: int | None, need: int | None) -> ContextChoice:
+    """An explicit value wins; else what the requests need (longest prompt + its max_tokens), capped by the
+    model's maximum; else the model's maximum. A smaller context leaves more KV cache for concurrent
+    sequences and lets a CPU engine start where the model's maximum (131,072 for R1-Distill) would not fit."""
+    if configured:
+        return ContextChoice(configured, "configured", configured=True)
+    if need is None:
+        why = "the model's maximum (no requests known when the engine started)"
+        return ContextChoice(model_max, why if model_max else "vLLM's default (the model's maximum)")
+    if model_max is not None and need > model_max:
+        return ContextChoice(model_max, f"the model's maximum (the requests need {need})")
+    cap = f"model maximum {model_max}" if model_max else "model maximum unknown"
+    return ContextChoice(need, f"the requests' longest prompt + max_tokens ({cap})")
+
+
+def context_need(renderer: PromptRenderer, requests: Iterable[GenRequest]) -> int | None:
+    """The context the requests need: the longest rendered prompt plus its max_tokens (None: no requests)."""
+    return max((len(renderer.token_ids(r)) + r.sampling.max_tokens for r in requests), default=None)
 
 
 def requested_dtype(cfg: ModelConfig) -> str:
