@@ -1,5 +1,6 @@
-"""The batch plan (deterministic, every sample once per epoch, workers in step, effective batch kept) and the
-packing contract: packed and unpacked batches give the same per-sample loss and the same gradient."""
+"""The batch plan (deterministic, every sample once per epoch, workers in step, effective batch kept, the
+reference's step count) and the packing contract: packed and unpacked batches give the same per-sample loss
+and the same gradient."""
 
 from __future__ import annotations
 
@@ -15,8 +16,47 @@ from tests.train_helpers import RECORDS, tiny_llama
 
 def test_paper_geometry():
     g = geometry(1000, 128, 8, 1, 5, 0.05)  # 1K samples, 8 GPUs × 1 × 16 accumulation
-    assert (g.grad_accum, g.steps_per_epoch, g.total_steps, g.warmup_steps) == (16, 7, 35, 1)
-    assert geometry(1000, 128, 8, 1, 5, 0.05, max_steps=3).total_steps == 3
+    # the reference's num_training_steps: len(loader) × n_epochs // accumulation // world (sft.py l. 196)
+    assert g.total_steps == 1000 * 5 // 16 // 8 == 39
+    assert (g.grad_accum, g.steps_per_epoch, g.warmup_steps) == (16, 1000 / 128, 1)  # int(0.05 × 39)
+    short = geometry(1000, 128, 8, 1, 5, 0.05, max_steps=3)
+    assert (short.total_steps, short.epochs, short.warmup_steps) == (3, 5, 0)
+    assert [global_batch(s, short, 7) for s in range(3)] == [global_batch(s, g, 7) for s in range(3)]
+
+
+def _stream(g, seed):
+    return [i for step in range(g.total_steps) for i in global_batch(step, g, seed)]
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 5])
+def test_paper_plan_trains_every_sample_once_per_epoch(epochs):
+    """1,000 samples at 128 (8 workers × 1 × 16), as the reference: consecutive global batches of 128 over
+    the epochs' permutations, across epoch boundaries; the remainder joins the last step, never dropped."""
+    n, seed = 1000, 2002
+    g = geometry(n, 128, 8, 1, epochs, 0.05)
+    assert g.total_steps == n * epochs // 128  # 7, 23, 39: the reference's step count
+    stream = _stream(g, seed)
+    assert len(stream) == n * epochs
+    for e in range(epochs):
+        assert sorted(stream[e * n : (e + 1) * n]) == list(range(n)), f"epoch {e}"
+    sizes = [len(global_batch(s, g, seed)) for s in range(g.total_steps)]
+    assert sizes == [128] * (g.total_steps - 1) + [128 + n * epochs % 128]
+    for step in range(g.total_steps):
+        plan = step_plan(global_batch(step, g, seed), [1] * n, 8, 1, False, 8192)
+        assert {len(p) for p in plan} == {16 if step < g.total_steps - 1 else -(-sizes[-1] // 8)}
+    # the epoch in which each step is taken (metrics) and the steps that end an epoch (checkpoints)
+    ends = [s for s in range(g.total_steps) if g.ends_epoch(s)]
+    assert ends == [(e + 1) * n // 128 for e in range(epochs - 1)] + [g.total_steps - 1]
+    assert [g.epoch_of(s) for s in ends] == list(range(epochs))
+    if epochs == 5:
+        assert ends == [7, 15, 23, 31, 38] and sizes[-1] == 136  # 5,000 = 39 × 128 + 8
+    # pure: any step alone, in any order, from a fresh geometry, gives the same batch (resume anywhere)
+    again = geometry(n, 128, 8, 1, epochs, 0.05)
+    assert [global_batch(s, again, seed) for s in reversed(range(g.total_steps))][::-1] == [
+        global_batch(s, g, seed) for s in range(g.total_steps)
+    ]
+    with pytest.raises(IndexError):
+        global_batch(g.total_steps, g, seed)
 
 
 def test_indivisible_batch_and_too_little_data():
@@ -33,23 +73,24 @@ def test_plan_covers_each_sample_once_per_epoch_and_keeps_workers_in_step(packin
     rng = np.random.default_rng(0)
     lengths = [int(x) for x in rng.integers(50, 900, size=70)]
     g = geometry(len(lengths), 16, 4, 2, 2, 0.05)
-    for epoch in range(g.epochs):
-        seen: list[int] = []
-        for step in range(epoch * g.steps_per_epoch, (epoch + 1) * g.steps_per_epoch):
-            batch = global_batch(step, g, seed=7)
-            assert batch == global_batch(step, g, seed=7) and len(batch) == 16
-            plan = step_plan(batch, lengths, 4, 2, packing, 1024)
-            assert len({len(p) for p in plan}) == 1  # same number of micro-batches on every worker
-            got = [i for p in plan for mb in p for row in mb for i in row]
-            assert sorted(got) == sorted(batch)
-            for p in plan:
-                for mb in p:
-                    assert len(mb) <= 2
-                    assert all(sum(lengths[i] for i in row) <= 1024 for row in mb) or not packing
-            if not packing:
-                assert all(len(p) == g.grad_accum for p in plan)
-            seen += batch
-        assert len(seen) == len(set(seen)) == g.steps_per_epoch * 16  # the last partial batch is dropped
+    assert g.total_steps == 140 // 16 == 8
+    for step in range(g.total_steps):
+        batch = global_batch(step, g, seed=7)
+        assert batch == global_batch(step, g, seed=7)
+        assert len(batch) == (16 if step < 7 else 16 + 140 % 16)  # the last step takes the remainder
+        plan = step_plan(batch, lengths, 4, 2, packing, 1024)
+        assert len({len(p) for p in plan}) == 1  # same number of micro-batches on every worker
+        got = [i for p in plan for mb in p for row in mb for i in row]
+        assert sorted(got) == sorted(batch)
+        for p in plan:
+            for mb in p:
+                assert len(mb) <= 2
+                assert all(sum(lengths[i] for i in row) <= 1024 for row in mb) or not packing
+        if not packing:
+            assert all(len(p) == -(-len(batch) // 8) for p in plan)  # grad_accum (2), 4 for the last
+    stream = _stream(g, 7)
+    for e in range(2):  # every sample once per epoch, nothing dropped
+        assert sorted(stream[e * 70 : (e + 1) * 70]) == list(range(70))
     # another worker count splits the same global batches (a resumed run may change its size)
     assert global_batch(3, geometry(len(lengths), 16, 2, 1, 2, 0.05), 7) == global_batch(3, g, 7)
 

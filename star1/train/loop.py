@@ -161,7 +161,7 @@ def train_worker(config: dict[str, Any]) -> None:
         tps = float(totals[1]) / world / dt
         metrics = {
             "step": done,
-            "epoch": step // g["steps_per_epoch"] + 1,
+            "epoch": geom.epoch_of(step) + 1,  # the epoch its first sample belongs to
             "loss": float(totals[0]),
             "lr": lr,
             "grad_norm": grad_norm,
@@ -175,7 +175,7 @@ def train_worker(config: dict[str, Any]) -> None:
         history.append(metrics)
         if rank == 0 and spec.progress is not None:
             spec.progress.update.remote(metrics)
-        if done % every == 0 or done == total:
+        if done == total or (geom.ends_epoch(step) if every is None else done % every == 0):
             _checkpoint(engine, spec, rank, done, history, metrics)
         elif done % spec.log_every == 0:
             ray.train.report(metrics)

@@ -251,7 +251,7 @@ def _spec(
         precision=precision,
         attn_implementation=tc.recipe.attn_implementation,
         max_length=tc.format.max_length,
-        checkpoint_every=tc.checkpoint.every_steps or geom.steps_per_epoch,
+        checkpoint_every=tc.checkpoint.every_steps,
         checkpoint_upload=tc.checkpoint.upload,
         log_every=tc.throughput.log_every,
         peak_tflops=tc.throughput.peak_tflops,

@@ -22,7 +22,7 @@ class WorkerSpec:
     precision: str  # bf16 | fp32 (resolved)
     attn_implementation: str  # resolved on the worker when "auto"
     max_length: int
-    checkpoint_every: int  # optimizer steps
+    checkpoint_every: int | None  # optimizer steps; None: at each step in which an epoch ends
     checkpoint_upload: str  # sync | async
     log_every: int
     peak_tflops: float | None
