@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 
 from star1.config import parse_config
-from star1.manifest import read_manifest
+from star1.manifest import manifest_path, read_manifest
 from star1.store import Store
 from star1.train.errors import TrainFailed, TrainSetupError
 from star1.train.run import run_train
@@ -194,22 +196,26 @@ def test_same_run_again_is_up_to_date_and_a_changed_one_is_refused(smol_s3):
 def zero3(ray_local, tmp_path_factory):
     model = tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
     store = Store.from_uri(str(tmp_path_factory.mktemp("store")))
-    cfg = parse_config(
-        {
-            "run_name": "z3",
-            "store": {"uri": store.uri},
-            "train": {
-                "model": str(model),
-                "data": [str(RECORDS)],
-                "strategy": "zero3",
-                "recipe": {"effective_batch": 2, "epochs": 10, "lr": 1e-3},  # 20 steps
-                "checkpoint": {"every_steps": 5, "max_failures": 1},
-            },
-        }
-    )
+
+    def config(store: Store, num_workers: int = 2) -> Any:
+        return parse_config(
+            {
+                "run_name": "z3",
+                "store": {"uri": store.uri},
+                "train": {
+                    "model": str(model),
+                    "data": [str(RECORDS)],
+                    "strategy": "zero3",
+                    "recipe": {"effective_batch": 2, "epochs": 10, "lr": 1e-3},  # 20 steps
+                    "checkpoint": {"every_steps": 5, "max_failures": 1},
+                    "scaling": {"num_workers": num_workers},
+                },
+            }
+        )
+
     killer = KillAfterCheckpoint(5)
-    result = run_train(cfg, store, progress=killer, log=print)
-    return SimpleNamespace(store=store, result=result, killer=killer)
+    result = run_train(config(store), store, progress=killer, log=print)
+    return SimpleNamespace(store=store, result=result, killer=killer, config=config)
 
 
 def test_zero3_resumes_from_its_sharded_checkpoint(zero3):
@@ -232,3 +238,23 @@ def test_zero3_export_gathers_the_full_model(zero3, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     assert sum(p.numel() for p in model.parameters()) == zero3.result.manifest.usage["throughput"]["params"]
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_zero3_at_another_worker_count_stops_before_any_worker_starts(zero3, tmp_path):
+    """The run's sharded checkpoint (2 workers), resubmitted on 1 worker after its driver was lost mid-run
+    (checkpoints, no manifest): refused on the driver, naming both counts; nothing starts or changes."""
+    root = tmp_path / "store"
+    shutil.copytree(zero3.store.root, root)
+    (root / manifest_path("train/z3")).unlink()
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    store, progress = Store.from_uri(str(root)), []
+    t0 = time.time()
+    with pytest.raises(TrainSetupError) as refused:
+        run_train(zero3.config(store, num_workers=1), store, progress=progress.append, log=print)
+    took = time.time() - t0
+    msg = str(refused.value)
+    assert "ZeRO checkpoint (step 20) written by 2 workers, but this submission would start 1 worker;" in msg
+    assert "set train.scaling.num_workers to 2 to resume, or --force" in msg
+    assert progress == []  # no progress board, no worker
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before  # nothing written
+    assert took < 60, took

@@ -1,5 +1,6 @@
 """What the Ray cluster must hold for a run: workers × resources, GPUs for a GPU config, an accelerator type;
-`num_workers: auto` picks the largest worker count that fits and divides the effective batch."""
+`num_workers: auto` picks the largest worker count that fits and divides the effective batch (or keeps the
+world size of the sharded checkpoint the run resumes from, when the cluster holds it)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ def worker_bundles(tc: TrainConfig) -> list[dict[str, float]]:
     return bundles(per_worker(tc), n if isinstance(n, int) else 1, tc.scaling.accelerator_type)
 
 
-def resolve_scaling(tc: TrainConfig, cluster: dict[str, float]) -> tuple[int, dict[str, float], list[str]]:
-    """(workers, resources per worker, notes); raise when the cluster cannot hold the run."""
+def resolve_scaling(
+    tc: TrainConfig, cluster: dict[str, float], keep: int | None = None
+) -> tuple[int, dict[str, float], list[str]]:
+    """(workers, resources per worker, notes); raise when the cluster cannot hold the run. `keep`: the world
+    size a ZeRO checkpoint of the run was written with, which `auto` takes when the cluster holds it."""
     s, r = tc.scaling, tc.recipe
     per = per_worker(tc)
     notes: list[str] = []
@@ -40,6 +44,9 @@ def resolve_scaling(tc: TrainConfig, cluster: dict[str, float]) -> tuple[int, di
             raise TrainSetupError(f"the Ray cluster has no accelerator of type {s.accelerator_type}")
     if s.num_workers == "auto":
         fit = min(int(cluster.get(k, 0) // v) for k, v in per.items() if v > 0)
+        if keep and keep <= fit and r.effective_batch % (keep * r.per_device_batch) == 0:
+            notes.append(f"num_workers auto: {keep}, as the checkpoint it resumes (the cluster holds {fit})")
+            return keep, per, notes
         workers = next((w for w in range(fit, 0, -1) if r.effective_batch % (w * r.per_device_batch) == 0), 0)
         if workers == 0:
             raise TrainSetupError(f"the Ray cluster cannot hold one worker with {per}")

@@ -113,6 +113,7 @@ class DDPEngine:
 
         r, g = spec.recipe, spec.geometry
         self.world, self.device, self.clip = world, device, r["max_grad_norm"]
+        self.zero_stage = 0
         self.params = count_params(model)
         self.optimizer = torch.optim.AdamW(
             param_groups(model, r["weight_decay"]), lr=r["lr"], betas=tuple(r["betas"]), eps=r["eps"]
@@ -186,6 +187,7 @@ class DeepSpeedEngine:
         )
         self.model = self.engine
         self.module = self.engine.module
+        self.zero_stage = int(self.engine.zero_optimization_stage())
 
     def backward(self, loss_of: Any, last: bool) -> float:
         self.engine.set_gradient_accumulation_boundary(last)

@@ -19,12 +19,11 @@ import torch
 
 from star1.store import Store
 from star1.train.batching import Geometry, global_batch, step_plan
+from star1.train.checkpoints import STATE_FILE
 from star1.train.collate import Samples, collate, step_weights, token_losses
 from star1.train.engines import ds_config_for, make_engine
 from star1.train.spec import WorkerSpec
 from star1.train.throughput import device_peak, mfu
-
-STATE_FILE = "train_state.json"
 
 
 def attention(spec: WorkerSpec, device: torch.device) -> str:
@@ -58,7 +57,8 @@ def _checkpoint(engine: Any, spec: WorkerSpec, rank: int, step: int, history: li
     folder = Path(tempfile.mkdtemp(prefix=f"star1-ckpt-{step:06d}-"))
     has_part = engine.save(folder, rank)
     if rank == 0:
-        state = {"step": step, "fingerprint": spec.fingerprint, "history": history}
+        shape = {"strategy": spec.strategy, "zero_stage": engine.zero_stage, "world": engine.world}
+        state = {"step": step, "fingerprint": spec.fingerprint, "shape": shape, "history": history}
         (folder / STATE_FILE).write_text(json.dumps(state))
         has_part = True
     ckpt = ray.train.Checkpoint.from_directory(str(folder)) if has_part else None

@@ -3,8 +3,9 @@
 Before any worker starts: the model folder exists and has a chat template (patched if it strips reasoning),
 every record is usable, the samples fill at least one effective batch, the cluster has what the scaling asks
 for (GPUs for a GPU preset), the batch divides among the workers, and existing checkpoints under the run's
-name come from the same config. Then the tokenized set goes into the store, the trainer runs (resuming from
-the last checkpoint of a run with the same name), the model is exported, and the manifest is written last —
+name come from the same config and fit the workers about to start (a ZeRO checkpoint only its own world
+size). Then the tokenized set goes into the store, the trainer runs (resuming from the last checkpoint of a
+run with the same name), the model is exported, and the manifest is written last —
 `complete`, or `incomplete` with what failed when training could not finish.
 """
 
@@ -24,7 +25,14 @@ from star1.manifest import Manifest, sha256_bytes
 from star1.stage_run import IncompleteInput, StageRun
 from star1.store import Store
 from star1.train.batching import BatchError, Geometry, geometry
-from star1.train.checkpoints import checkpoint_store, guard_checkpoints, registered_step
+from star1.train.checkpoints import (
+    CheckpointShape,
+    checkpoint_store,
+    guard_checkpoints,
+    registered_step,
+    saved_shape,
+    zero_stage,
+)
 from star1.train.cluster import resolve_scaling, worker_bundles
 from star1.train.data import TrainDataError, load_records
 from star1.train.encode import EncodeStats, Formatter
@@ -147,19 +155,24 @@ def run_train(
     if not cfg.ray.enabled:
         log("train: runs on Ray whatever ray.enabled says (Ray Train)")
     _wait_for_workers(cfg, tc, run, log)
-    workers, per_worker, notes = resolve_scaling(tc, ray.cluster_resources())
-    try:
-        geom = geometry(
-            prep.stats.samples, r.effective_batch, workers, r.per_device_batch, r.epochs, r.warmup_ratio,
-            r.max_steps,
-        )  # fmt: skip
-    except BatchError as e:
-        raise TrainSetupError(str(e)) from None
+    cluster = ray.cluster_resources()
+    workers, per_worker, notes, geom = _scale(tc, prep, cluster)
     ds_config = _own_ds_config(cfg, tc)
     ckpt_root, storage_path, storage_fs = checkpoint_store(cfg, tc, store)
-    # refused here, before the stored run is invalidated, when its checkpoints come from another config
-    resumed = guard_checkpoints(ckpt_root, run, srun.fingerprint, force, log)
-    notes = [*prep.notes, *notes] + (["resumed from an earlier submission's checkpoint"] if resumed else [])
+    saved = None if force else saved_shape(ckpt_root, run)  # what a resubmission resumes from
+    if saved and saved[1].sharded and tc.scaling.num_workers == "auto" and saved[1].world != workers:
+        # `auto` keeps the world size of the ZeRO checkpoint it resumes when the cluster holds it
+        workers, per_worker, notes, geom = _scale(tc, prep, cluster, keep=saved[1].world)
+    # refused here, before the stored run is invalidated and before any worker starts, when its checkpoints
+    # come from another config or (ZeRO: one shard per rank) from another worker count
+    shape = CheckpointShape(tc.strategy, zero_stage(tc.strategy, ds_config), workers)
+    auto = tc.scaling.num_workers == "auto"
+    resumed = guard_checkpoints(ckpt_root, run, srun.fingerprint, force, log, shape, auto)
+    if resumed:
+        other = saved is not None and saved[1].world not in (None, workers)
+        notes.append("resumed from an earlier submission's checkpoint" + (
+            f" (written by {saved[1].world} workers, DDP)" if other else ""))  # fmt: skip
+    notes = [*prep.notes, *notes]
     with srun:
         store.write_table(layout.tokens, prep.table)
         spec = _spec(cfg, tc, run, srun.fingerprint, store, layout, prep, geom, precision, ds_config)
@@ -197,6 +210,22 @@ def run_train(
         f"{t['tokens_per_s_per_worker']:.0f} tokens/s per worker → {store.url(layout.model)}"
     )
     return TrainResult(run, False, manifest, store, layout)
+
+
+def _scale(
+    tc: TrainConfig, prep: Prepared, cluster: dict[str, float], keep: int | None = None
+) -> tuple[int, dict[str, float], list[str], Geometry]:
+    """(workers, resources per worker, notes, batch geometry) on this cluster; raise when they do not fit."""
+    r = tc.recipe
+    workers, per_worker, notes = resolve_scaling(tc, cluster, keep)
+    try:
+        geom = geometry(
+            prep.stats.samples, r.effective_batch, workers, r.per_device_batch, r.epochs, r.warmup_ratio,
+            r.max_steps,
+        )  # fmt: skip
+    except BatchError as e:
+        raise TrainSetupError(str(e)) from None
+    return workers, per_worker, notes, geom
 
 
 def _wait_for_workers(cfg: Star1Config, tc: TrainConfig, run: str, log: LogFn) -> None:
