@@ -267,7 +267,6 @@ class Outcome:
     message: str
     logs: str
     record: dict[str, Any] | None
-    record_uri: str | None
     seconds: float
     driver_log: str | None = None
 
@@ -386,28 +385,28 @@ class Rehearsal:
                     f"{sid} still {info.status} after {timeout:.0f} s:\n{client.get_job_logs(sid)}"
                 )
             time.sleep(1)
-        record, uri, log = self.record(sid, job)
+        record, log = self.record(sid, job)
         return Outcome(
-            sid, str(info.status), info.message or "", client.get_job_logs(sid), record, uri,
+            sid, str(info.status), info.message or "", client.get_job_logs(sid), record,
             time.monotonic() - started, log,
         )  # fmt: skip
 
     def run(self, job: RenderedJob | None = None, timeout: float = 900) -> Outcome:
         return self.wait(self.submit(job), timeout, job)
 
-    def record(self, sid: str, job: RenderedJob) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    def record(self, sid: str, job: RenderedJob) -> tuple[dict[str, Any] | None, str | None]:
         """runlog's run.json and driver.log of this submission (`<--to>/<time>-<submission id>/`)."""
         to = re.search(r"--to\s+(\S+)", job.entrypoint)
         if not to:
-            return None, None, None
+            return None, None
         runs = Store.from_uri(to.group(1))
         folders = {p.split("/", 1)[0] for p in runs.list("", suffix="run.json")}
         mine = [f for f in folders if f.endswith(sid)]
         if not mine:
-            return None, None, None
+            return None, None
         run = runs.child(mine[0])
         log = run.read_bytes("driver.log").decode() if run.exists("driver.log") else None
-        return run.read_json("run.json"), run.uri, log
+        return run.read_json("run.json"), log
 
     def actors(self) -> list[dict[str, Any]]:
         """Every actor the cluster has had (dead ones too), with the node it ran on."""

@@ -13,6 +13,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from tests.test_dockerfile import pins
+
 REPO = Path(__file__).resolve().parents[1]
 
 # name -> (the lowest version star1 runs on, why). A floor in pyproject.toml may be higher, never lower.
@@ -70,16 +72,6 @@ def floor(req: Requirement) -> Version | None:
     """The lowest version a requirement admits (`>=`, `==` or `~=`), or None when it has none."""
     lows = [Version(s.version) for s in req.specifier if s.operator in (">=", "==", "~=", "===")]
     return max(lows) if lows else None
-
-
-def pins() -> dict[str, str]:
-    out = {}
-    for line in (REPO / "constraints.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if "==" in line:
-            name, version = line.split("==")
-            out[canonicalize_name(name)] = version.strip()
-    return out
 
 
 def installed(name: str) -> Version | None:

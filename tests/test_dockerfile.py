@@ -38,12 +38,13 @@ def dockerfile() -> list[str]:
 
 
 def pins() -> dict[str, str]:
+    """constraints.txt as {canonical name: version}."""
     out = {}
     for line in (REPO / "constraints.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
         if "==" in line:
             name, version = line.split("==")
-            out[name.strip().lower()] = version.strip()
+            out[canonicalize_name(name)] = version.strip()
     return out
 
 
