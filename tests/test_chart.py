@@ -231,13 +231,15 @@ def test_nightly_cronjob_is_least_privilege_and_unique_per_night(renders):
     cmd = pod["containers"][0]["command"]
     assert cmd[:5] == ["star1", "submit", "k8s", "--manifest", "/etc/star1/nightly/rayjob.yaml"]
     assert cmd[cmd.index("--name") + 1] == "$(JOB_NAME)"  # the CronJob's Job name: one per scheduled night
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["containers"][0]["env"]}
+    env = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["containers"][0]["env"] if "valueFrom" in e
+    }
     assert env["JOB_NAME"] == "metadata.labels['batch.kubernetes.io/job-name']"
     # tonight's RayJob is owned by this Job (garbage-collected with it) and mounts its own config copy
     assert env["JOB_UID"] == "metadata.labels['batch.kubernetes.io/controller-uid']"
     assert cmd[cmd.index("--owner-job") + 1] == "$(JOB_NAME):$(JOB_UID)"
     assert cmd[cmd.index("--config") + 1] == "/etc/star1/config/config.yaml"
-    mounts = {v["name"]: v["configMap"]["name"] for v in pod["volumes"]}
+    mounts = {v["name"]: v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
     assert mounts == {"rayjob": "star1-nightly-rayjob", "config": "star1-nightly-config"}
     # <cronjob name>-<8 digits> fits KubeRay's RayJob name limit
     assert len(cron["metadata"]["name"]) + 9 <= 47
@@ -405,6 +407,7 @@ def test_the_defaults_enable_only_what_can_run():
     objs = chart.objects(chart.render())
     assert sorted((o["kind"], o["metadata"]["name"]) for o in objs) == [
         ("ConfigMap", "star1-curate-config"),
+        ("Pod", "star1-smoke"),  # `helm test`'s (templates/tests/), never in k8s/
         ("RayJob", "star1-curate"),
     ]
     values = yaml.safe_load((chart.CHART_DIR / "values.yaml").read_text())
@@ -490,7 +493,8 @@ def test_the_nightly_rayjob_does_not_claim_helm_ownership(renders):
 def test_each_example_renders_its_job_alone_and_k8s_holds_them():
     for job, path in chart.examples().items():
         rendered = chart.render(yaml.safe_load(path.read_text()))
-        assert [n for n, t in rendered.items() if t.strip()] == [f"star1/templates/{job}.yaml"]
+        jobs = [n for n, t in rendered.items() if t.strip() and "/tests/" not in n and n.endswith(".yaml")]
+        assert jobs == [f"star1/templates/{job}.yaml"]
     assert sorted(chart.examples()) == ["eval", "nightly", "sft"]
     assert sorted(p.name for p in chart.K8S_DIR.glob("*.yaml")) == [
         "curate.yaml", "eval.yaml", "nightly.yaml", "sft.yaml"
@@ -508,6 +512,7 @@ SCRATCH_ENV = {
     "TORCH_EXTENSIONS_DIR": "/scratch/torch_extensions",
     "TRITON_CACHE_DIR": "/scratch/triton",
     "XDG_CACHE_HOME": "/scratch/cache",
+    "HOME": "/scratch/home",
 }
 
 
@@ -548,7 +553,7 @@ def test_every_ray_pod_mounts_scratch_and_every_cache_points_there(renders, vari
             if g["groupName"] == "sandbox":
                 pod = g["template"]["spec"]
                 assert "scratch" not in str(pod["volumes"]) and "initContainers" not in pod
-                assert {e["name"] for e in pod["containers"][0]["env"]} == {"STAR1_SANDBOX_POD", "STAR1_JOB"}
+                assert {e["name"] for e in pod["containers"][0]["env"]} == {"STAR1_SANDBOX_POD", "STAR1_JOB", "HOME"}
 
 
 def test_emptydir_scratch_is_requested_as_ephemeral_storage(renders):

@@ -161,7 +161,9 @@ def test_eval_and_nightly_clusters_have_the_sandbox_group(renders, variant):
         assert c["image"].endswith(":" + CPU_TAG)
         assert c["resources"]["limits"] == {"cpu": cpus, "memory": "4Gi"}
         assert "nvidia.com/gpu" not in str(c["resources"])
-        assert {e["name"] for e in c["env"]} == {"STAR1_SANDBOX_POD", "STAR1_JOB"}
+        assert {e["name"]: e.get("value") for e in c["env"]} == {
+            "STAR1_SANDBOX_POD": "1", "STAR1_JOB": key, "HOME": "/tmp"
+        }
         assert pod["enableServiceLinks"] is False
         assert sandbox_pod_problems(f"{key} sandbox", s["template"]) == []
         labels = s["template"]["metadata"]["labels"]

@@ -85,13 +85,14 @@ def objects(rendered: dict[str, str]) -> list[dict[str, Any]]:
 def k8s_files(
     rendered: dict[str, str], release: str = RELEASE, namespace: str = NAMESPACE, values_file: str = ""
 ) -> dict[str, str]:
-    """`{file name: text}` for k8s/: one file per template that rendered something."""
+    """`{file name: text}` for k8s/: one file per template that rendered something (not `helm test`'s pods,
+    which only `helm test` runs)."""
     extra = f" + {values_file}" if values_file else ""
     head = HEADER.format(release=release, namespace=namespace, extra=extra)
     return {
         Path(name).name: head + text.strip() + "\n"
         for name, text in sorted(rendered.items())
-        if name.endswith(".yaml") and text.strip()
+        if name.endswith(".yaml") and text.strip() and "/templates/tests/" not in name
     }
 
 

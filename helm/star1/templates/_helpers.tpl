@@ -77,8 +77,14 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* Container-level security context (restricted); arg: $ */}}
+{{/* Container-level security context (restricted, root filesystem read-only by default); arg: $ */}}
 {{- define "star1.containerSecurityContext" -}}
+{{ include "star1.autoscalerSecurityContext" . }}
+readOnlyRootFilesystem: {{ .Values.securityContext.readOnlyRootFilesystem }}
+{{- end -}}
+
+{{/* The autoscaler sidecar's (restricted; its writable paths are KubeRay's, so its root stays writable); arg: $ */}}
+{{- define "star1.autoscalerSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: {{ .Values.securityContext.runAsUser }}
 allowPrivilegeEscalation: false
@@ -95,8 +101,9 @@ seccompProfile:
 {{- end -}}
 
 {{/*
-Env of every Ray container: S3 settings, credentials and API keys by reference to Secrets (never values),
-plain extras; arg: (dict "root" $ "job" KEY "extra" LIST-OF-ENV-MAPS)
+Env of every Ray container: S3 settings, credentials and the job's API keys ("keys", a subset of apiKeys.keys)
+by reference to Secrets (never values), plain extras, then the pod settings' env ("user", checked).
+arg: (dict "root" $ "job" KEY "keys" LIST "extra" LIST-OF-ENV-MAPS ["user" LIST-OF-ENVVARS])
 */}}
 {{- define "star1.env" -}}
 {{- $v := .root.Values -}}
@@ -117,7 +124,7 @@ plain extras; arg: (dict "root" $ "job" KEY "extra" LIST-OF-ENV-MAPS)
     secretKeyRef: {name: {{ $v.s3.credentialsSecret }}, key: AWS_SECRET_ACCESS_KEY}
 {{- end }}
 {{- if $v.apiKeys.secret }}
-{{- range $v.apiKeys.keys }}
+{{- range .keys }}
 - name: {{ . }}
   valueFrom:
     secretKeyRef: {name: {{ $v.apiKeys.secret }}, key: {{ . }}, optional: true}
@@ -141,11 +148,15 @@ plain extras; arg: (dict "root" $ "job" KEY "extra" LIST-OF-ENV-MAPS)
 - name: {{ .name }}
   value: {{ .value | quote }}
 {{- end }}
+{{- with .user }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/*
-Volumes of a Ray pod: the run config, an in-memory /dev/shm and, given "scratch" (checked storage values), the
-scratch disk; arg: (dict "configMap" NAME "shm" SIZE ["scratch" STORAGE])
+Volumes of a Ray pod: the run config, an in-memory /dev/shm, a writable /tmp ("tmp", its size), and, given
+"scratch" (checked storage values), the scratch disk, then the pod settings' ("user"); arg:
+(dict "configMap" NAME "shm" SIZE "tmp" SIZE ["scratch" STORAGE] ["user" LIST] ["token" true])
 */}}
 {{- define "star1.volumes" -}}
 - name: config
@@ -155,21 +166,33 @@ scratch disk; arg: (dict "configMap" NAME "shm" SIZE ["scratch" STORAGE])
   emptyDir:
     medium: Memory
     sizeLimit: {{ .shm }}
+{{ include "star1.tmpVolume" .tmp }}
 {{- with .scratch }}
 {{ include "star1.scratchVolume" . }}
 {{- end }}
+{{- if .token }}
+{{ include "star1.autoscalerTokenVolume" . }}
+{{- end }}
+{{- with .user }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
-{{/* The mounts of those volumes; arg: (dict "root" $ ["scratch" true]) */}}
+{{/* The mounts of those volumes; arg: (dict "root" $ ["scratch" true] ["user" LIST]) */}}
 {{- define "star1.volumeMounts" -}}
 - name: config
   mountPath: /etc/star1
   readOnly: true
 - name: dshm
   mountPath: /dev/shm
+- name: tmp
+  mountPath: /tmp
 {{- if .scratch }}
 - name: scratch
   mountPath: {{ include "star1.scratchPath" .root }}
+{{- end }}
+{{- with .user }}
+{{ toYaml . }}
 {{- end }}
 {{- end -}}
 
@@ -311,7 +334,8 @@ message names the value to set. arg: (list CONFIG PATH WHERE), WHERE being jobs.
 {{- end -}}
 {{- end -}}
 
-{{/* The ConfigMap holding a job's run config; arg: as star1.configYaml plus "component" */}}
+{{/* The ConfigMap holding a job's run config; arg: as star1.configYaml plus "component" ["text": the config
+already rendered] */}}
 {{- define "star1.configMap" -}}
 apiVersion: v1
 kind: ConfigMap
@@ -322,7 +346,7 @@ metadata:
     {{- include "star1.labels" (dict "root" .root "component" .component) | nindent 4 }}
 data:
   config.yaml: |
-    {{- include "star1.configYaml" . | nindent 4 }}
+    {{- .text | default (include "star1.configYaml" .) | nindent 4 }}
 {{- end -}}
 
 {{/*
@@ -362,11 +386,17 @@ must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap
 {{- $where := ternary (printf "%s.workers.%s.storage" $ctx.where $group) (printf "%s.storage.workers" $ctx.where) (hasKey $g "storage") -}}
 {{- include "star1.scratchCheck" (dict "s" $scratch "where" $where "memory" $g.memory "shm" ($g.shmSize | default "1Gi")) }}
 {{- $disk := include "star1.ephemeralStorage" (list $root $scratch) -}}
+{{- $gwhere := printf "%s.workers.%s" $ctx.where $group -}}
+{{- $o := include "star1.podOptions" (list $root.Values.pods $ctx.job.pods $g) | fromJson -}}
+{{- include "star1.podOptionsCheck" (dict "root" $root "o" $o "where" $gwhere "chartEnv" $ctx.chartEnv) -}}
+{{- $shm := $g.shmSize | default "1Gi" -}}
+{{- $replicas := ternary $max $g.minReplicas $ctx.kueue -}}
 - groupName: {{ $group }}
-  replicas: {{ $g.minReplicas }}
-  minReplicas: {{ $g.minReplicas }}
+  replicas: {{ $replicas }}
+  minReplicas: {{ $replicas }}
   maxReplicas: {{ $max }}
-  rayStartParams: {}
+  rayStartParams:
+    {{- include "star1.rayStartParams" (dict "root" $root "o" $o "memory" $g.memory "shm" $shm "objectStoreMemory" $g.objectStoreMemory "where" $gwhere) | nindent 4 }}
   {{- if or $gpus $g.acceleratorType }}
   resources:
     {{- if $gpus }}
@@ -378,23 +408,20 @@ must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap
   {{- end }}
   template:
     metadata:
-      labels:
-        {{- include "star1.labels" (dict "root" $root "component" $ctx.key "managedBy" $ctx.managedBy) | nindent 8 }}
+      {{- include "star1.podMetadata" (dict "labels" (include "star1.labels" (dict "root" $root "component" $ctx.key "managedBy" $ctx.managedBy)) "o" $o) | nindent 6 }}
     spec:
-      automountServiceAccountToken: false
+      {{- with include "star1.rayServiceAccount" (dict "root" $root "o" $o) }}
+      serviceAccountName: {{ . }}
+      {{- end }}
+      automountServiceAccountToken: {{ $root.Values.serviceAccount.automount }}
       securityContext:
         {{- include "star1.podSecurityContext" $root | nindent 8 }}
       {{- with $root.Values.image.pullSecrets }}
       imagePullSecrets:
         {{- include "star1.imagePullSecrets" $root | nindent 8 }}
       {{- end }}
-      {{- with $g.nodeSelector }}
-      nodeSelector:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $g.tolerations }}
-      tolerations:
-        {{- toYaml . | nindent 8 }}
+      {{- with include "star1.podPlacement" (dict "o" $o "nodeSelector" (include "star1.groupNodeSelector" (dict "root" $root "g" $g "o" $o) | fromJson)) | trim }}
+      {{- . | nindent 6 }}
       {{- end }}
       initContainers:
         {{- include "star1.scratchInit" (dict "root" $root "image" $ctx.image) | nindent 8 }}
@@ -402,33 +429,27 @@ must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap
         - name: ray-worker
           image: {{ $ctx.image }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          {{- $res := dict "cpu" (toString $g.cpu) "memory" (toString $g.memory) -}}
+          {{- if $gpus }}{{ $_ := set $res "nvidia.com/gpu" (toString $gpus) }}{{ end -}}
+          {{- with $disk }}{{ $_ := set $res "ephemeral-storage" . }}{{ end -}}
+          {{- range $k, $n := $o.extendedResources }}{{ $_ := set $res $k (toString $n) }}{{ end }}
           resources:
             requests:
-              cpu: {{ $g.cpu | quote }}
-              memory: {{ $g.memory | quote }}
-              {{- if $gpus }}
-              nvidia.com/gpu: {{ $gpus | quote }}
-              {{- end }}
-              {{- with $disk }}
-              ephemeral-storage: {{ . | quote }}
-              {{- end }}
+              {{- toYaml $res | nindent 14 }}
             limits:
-              cpu: {{ $g.cpu | quote }}
-              memory: {{ $g.memory | quote }}
-              {{- if $gpus }}
-              nvidia.com/gpu: {{ $gpus | quote }}
-              {{- end }}
-              {{- with $disk }}
-              ephemeral-storage: {{ . | quote }}
-              {{- end }}
+              {{- toYaml $res | nindent 14 }}
           env:
-            {{- include "star1.env" (dict "root" $root "job" $ctx.key "extra" (include "star1.scratchEnv" (dict "head" false) | fromJsonArray)) | nindent 12 }}
+            {{- include "star1.env" (dict "root" $root "job" $ctx.key "keys" $ctx.keys "extra" (include "star1.scratchEnv" (dict "head" false) | fromJsonArray) "user" $o.env) | nindent 12 }}
+          {{- with $o.envFrom }}
+          envFrom:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
           securityContext:
             {{- include "star1.containerSecurityContext" $root | nindent 12 }}
           volumeMounts:
-            {{- include "star1.volumeMounts" (dict "root" $root "scratch" true) | nindent 12 }}
+            {{- include "star1.volumeMounts" (dict "root" $root "scratch" true "user" $o.volumeMounts) | nindent 12 }}
       volumes:
-        {{- include "star1.volumes" (dict "configMap" $ctx.configMap "shm" ($g.shmSize | default "1Gi") "scratch" $scratch) | nindent 8 }}
+        {{- include "star1.volumes" (dict "configMap" $ctx.configMap "shm" $shm "tmp" $root.Values.storageMargin "scratch" $scratch "user" $o.volumes) | nindent 8 }}
 {{- end }}
 {{- end -}}
 
@@ -447,8 +468,23 @@ that exits 5 (incomplete) or 7 (infrastructure) is run again in place, lifecycle
 {{- include "star1.noSecrets" (list (printf "the %s command" .key) .command) -}}
 {{- $where := printf "jobs.%s" (ternary "eval" .key (eq .key "nightly")) -}}
 {{- $headScratch := dig "storage" "head" nil .job -}}
-{{- include "star1.scratchCheck" (dict "s" $headScratch "where" (printf "%s.storage.head" $where) "memory" $v.head.memory "shm" $v.head.shmSize) -}}
+{{- $head := merge (pick (.job.head | default dict) "cpu" "memory" "shmSize" "objectStoreMemory") (pick $v.head "cpu" "memory" "shmSize" "objectStoreMemory") -}}
+{{- include "star1.scratchCheck" (dict "s" $headScratch "where" (printf "%s.storage.head" $where) "memory" $head.memory "shm" $head.shmSize) -}}
 {{- $headDisk := include "star1.ephemeralStorage" (list $root $headScratch) -}}
+{{- $kueue := $v.kueue.enabled -}}
+{{- $autoscale := not $kueue -}}
+{{- if and $kueue (ne $v.lifecycle.cleanup "shutdown") -}}
+{{- fail "kueue.enabled needs lifecycle.cleanup: shutdown (Kueue requires shutdownAfterJobFinishes: the cluster goes when the job ends)" -}}
+{{- end -}}
+{{- if and $kueue (gt (len (keys .job.workers)) (ternary 6 7 (dig "sandbox" "enabled" false .job))) -}}
+{{- fail (printf "%s.workers: Kueue admits at most 7 worker groups (8 PodSets with the head), the code sandbox included" $where) -}}
+{{- end -}}
+{{- $chartEnv := list "STAR1_JOB" "AWS_REGION" "AWS_ENDPOINT_URL" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "RAY_JOB_STOP_WAIT_TIME_S" "RAY_TMPDIR" -}}
+{{- range (include "star1.scratchDirs" $root | fromJsonArray) }}{{ $chartEnv = append $chartEnv (index . 0) }}{{ end -}}
+{{- $chartEnv = concat $chartEnv $v.apiKeys.keys -}}
+{{- $ho := include "star1.podOptions" (list $v.pods $v.head .job.pods .job.head) | fromJson -}}
+{{- include "star1.podOptionsCheck" (dict "root" $root "o" $ho "where" (printf "%s.head" $where) "chartEnv" $chartEnv) -}}
+{{- $token := and $autoscale (not $v.serviceAccount.automount) -}}
 entrypoint: {{ printf "python -m star1.deploy.runlog --to %s/_runs/%s --cwd %s --retries %v --retry-delay %v -- sh -c %s" (include "star1.storeUri" $root) .key $v.workingDir $v.lifecycle.retries $v.lifecycle.retryDelaySeconds (include "star1.shellQuote" .command) | quote }}
 submissionMode: K8sJobMode
 activeDeadlineSeconds: {{ $v.lifecycle.activeDeadlineSeconds }}
@@ -468,6 +504,9 @@ deletionStrategy:
 {{- end }}
 submitterConfig:
   backoffLimit: {{ $v.lifecycle.submitterBackoffLimit }}
+{{- if $kueue }}
+suspend: true
+{{- end }}
 submitterPodTemplate:
   metadata:
     labels:
@@ -475,6 +514,8 @@ submitterPodTemplate:
   spec:
     restartPolicy: Never
     automountServiceAccountToken: false
+    volumes:
+      {{- include "star1.tmpVolume" "1Gi" | nindent 6 }}
     securityContext:
       {{- include "star1.podSecurityContext" $root | nindent 6 }}
     {{- with $v.image.pullSecrets }}
@@ -488,13 +529,18 @@ submitterPodTemplate:
         resources:
           requests: {cpu: {{ $v.submitter.cpu | quote }}, memory: {{ $v.submitter.memory | quote }}}
           limits: {cpu: {{ $v.submitter.cpu | quote }}, memory: {{ $v.submitter.memory | quote }}}
+        env:
+          - {name: HOME, value: /tmp}
         securityContext:
           {{- include "star1.containerSecurityContext" $root | nindent 10 }}
+        volumeMounts:
+          - {name: tmp, mountPath: /tmp}
 rayClusterSpec:
   rayVersion: {{ $v.rayVersion | quote }}
   authOptions:
     mode: {{ $v.ray.auth }}
-  enableInTreeAutoscaling: true
+  enableInTreeAutoscaling: {{ $autoscale }}
+  {{- if $autoscale }}
   autoscalerOptions:
     version: v2
     upscalingMode: {{ $v.autoscaler.upscalingMode }}
@@ -504,17 +550,30 @@ rayClusterSpec:
       requests: {cpu: {{ $v.autoscaler.cpu | quote }}, memory: {{ $v.autoscaler.memory | quote }}}
       limits: {cpu: {{ $v.autoscaler.cpu | quote }}, memory: {{ $v.autoscaler.memory | quote }}}
     securityContext:
-      {{- include "star1.containerSecurityContext" $root | nindent 6 }}
+      {{- include "star1.autoscalerSecurityContext" $root | nindent 6 }}
+    {{- if $token }}
+    # the head pod mounts no token; only this sidecar gets the account's (the driver cannot act as it)
+    volumeMounts:
+      - {name: autoscaler-token, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}
+    {{- end }}
+  {{- end }}
   headGroupSpec:
-    rayStartParams: {}
+    rayStartParams:
+      {{- include "star1.rayStartParams" (dict "root" $root "o" $ho "memory" $head.memory "shm" $head.shmSize "objectStoreMemory" $head.objectStoreMemory "where" (printf "%s.head" $where)) | nindent 6 }}
     resources:
       CPU: "0"
       GPU: "0"
     template:
       metadata:
-        labels:
-          {{- include "star1.labels" (dict "root" $root "component" .key "managedBy" .managedBy) | nindent 10 }}
+        {{- include "star1.podMetadata" (dict "labels" (include "star1.labels" (dict "root" $root "component" .key "managedBy" .managedBy)) "o" $ho) | nindent 8 }}
       spec:
+        {{- with include "star1.rayServiceAccount" (dict "root" $root "o" $ho) }}
+        serviceAccountName: {{ . }}
+        {{- end }}
+        automountServiceAccountToken: {{ $v.serviceAccount.automount }}
+        {{- with include "star1.podPlacement" (dict "o" $ho "nodeSelector" $ho.nodeSelector) | trim }}
+        {{- . | nindent 8 }}
+        {{- end }}
         securityContext:
           {{- include "star1.podSecurityContext" $root | nindent 10 }}
         {{- with $v.image.pullSecrets }}
@@ -531,23 +590,32 @@ rayClusterSpec:
               - {containerPort: 6379, name: gcs-server}
               - {containerPort: 8265, name: dashboard}
               - {containerPort: 10001, name: client}
+            {{- $res := dict "cpu" (toString $head.cpu) "memory" (toString $head.memory) -}}
+            {{- with $headDisk }}{{ $_ := set $res "ephemeral-storage" . }}{{ end -}}
+            {{- range $k, $n := $ho.extendedResources }}{{ $_ := set $res $k (toString $n) }}{{ end }}
             resources:
-              requests: {cpu: {{ $v.head.cpu | quote }}, memory: {{ $v.head.memory | quote }}{{ with $headDisk }}, ephemeral-storage: {{ . | quote }}{{ end }}}
-              limits: {cpu: {{ $v.head.cpu | quote }}, memory: {{ $v.head.memory | quote }}{{ with $headDisk }}, ephemeral-storage: {{ . | quote }}{{ end }}}
+              requests:
+                {{- toYaml $res | nindent 16 }}
+              limits:
+                {{- toYaml $res | nindent 16 }}
             env:
               {{- $extra := append (.extraEnv | default list) (dict "name" "RAY_JOB_STOP_WAIT_TIME_S" "value" (toString $v.lifecycle.stopWaitSeconds)) }}
               {{- $extra = concat $extra (include "star1.scratchEnv" (dict "head" true) | fromJsonArray) }}
-              {{- include "star1.env" (dict "root" $root "job" .key "extra" $extra) | nindent 14 }}
+              {{- include "star1.env" (dict "root" $root "job" .key "keys" .keys "extra" $extra "user" $ho.env) | nindent 14 }}
+            {{- with $ho.envFrom }}
+            envFrom:
+              {{- toYaml . | nindent 14 }}
+            {{- end }}
             securityContext:
               {{- include "star1.containerSecurityContext" $root | nindent 14 }}
             volumeMounts:
-              {{- include "star1.volumeMounts" (dict "root" $root "scratch" true) | nindent 14 }}
+              {{- include "star1.volumeMounts" (dict "root" $root "scratch" true "user" $ho.volumeMounts) | nindent 14 }}
         volumes:
-          {{- include "star1.volumes" (dict "configMap" .configMap "shm" $v.head.shmSize "scratch" $headScratch) | nindent 10 }}
+          {{- include "star1.volumes" (dict "configMap" .configMap "shm" $head.shmSize "tmp" $v.storageMargin "scratch" $headScratch "user" $ho.volumes "token" $token) | nindent 10 }}
   workerGroupSpecs:
-    {{- include "star1.workerGroups" (dict "root" $root "key" .key "where" $where "job" .job "configMap" .configMap "image" $image "managedBy" .managedBy) | trim | nindent 4 }}
+    {{- include "star1.workerGroups" (dict "root" $root "key" .key "where" $where "job" .job "configMap" .configMap "image" $image "managedBy" .managedBy "keys" .keys "chartEnv" $chartEnv "kueue" $kueue) | trim | nindent 4 }}
     {{- if dig "sandbox" "enabled" false .job }}
-    {{- include "star1.sandboxGroup" (dict "root" $root "key" .key "job" .job "configMap" .configMap "managedBy" .managedBy) | trim | nindent 4 }}
+    {{- include "star1.sandboxGroup" (dict "root" $root "key" .key "job" .job "configMap" .configMap "managedBy" .managedBy "kueue" $kueue) | trim | nindent 4 }}
     {{- end }}
 {{- end -}}
 
@@ -568,17 +636,19 @@ A job's objects, the body of templates/<job>.yaml: the sandbox NetworkPolicy whe
 {{ end }}
 {{- $require := get (dict "curate" (list "llm") "sft" (list "train" "train.model") "eval" (list "eval.model" "eval.model.path")) $key -}}
 {{- $engine := ternary (include "star1.engineFor" $job | fromYaml) dict (eq $key "eval") -}}
-{{- include "star1.configMap" (dict "root" $root "name" $name "component" $key "where" (printf "jobs.%s" $key) "config" $job.config "configYaml" $job.configYaml "sandbox" $sandbox "require" $require "engine" $engine) }}
+{{- $args := dict "root" $root "name" $name "component" $key "where" (printf "jobs.%s" $key) "config" $job.config "configYaml" $job.configYaml "sandbox" $sandbox "require" $require "engine" $engine -}}
+{{- $text := include "star1.configYaml" $args -}}
+{{- $keys := include "star1.jobSecretKeys" (dict "root" $root "config" (fromYaml $text) "extra" $job.secretKeys) | fromJsonArray -}}
+{{- include "star1.configMap" (set $args "text" $text) }}
 ---
 apiVersion: ray.io/v1
 kind: RayJob
 metadata:
   name: {{ $name }}
   namespace: {{ $root.Release.Namespace }}
-  labels:
-    {{- include "star1.labels" (dict "root" $root "component" $key) | nindent 4 }}
+  {{- include "star1.rayJobMetadata" (dict "root" $root "component" $key "meta" $job.rayJob "queue" $job.queueName) | nindent 2 }}
 spec:
-  {{- include "star1.rayJobSpec" (dict "root" $root "key" $key "job" $job "command" $job.command "configMap" (printf "%s-config" $name)) | nindent 2 }}
+  {{- include "star1.rayJobSpec" (dict "root" $root "key" $key "job" $job "command" $job.command "configMap" (printf "%s-config" $name) "keys" $keys) | nindent 2 }}
 {{- end -}}
 {{- end -}}
 
@@ -622,7 +692,7 @@ workers, Ray's session folder (logs, spilled objects); XDG_CACHE_HOME catches an
 */}}
 {{- define "star1.scratchDirs" -}}
 {{- $p := include "star1.scratchPath" . -}}
-{{- list (list "STAR1_CACHE" (printf "%s/star1" $p)) (list "TMPDIR" (printf "%s/tmp" $p)) (list "HF_HOME" (printf "%s/hf" $p)) (list "VLLM_CACHE_ROOT" (printf "%s/vllm" $p)) (list "TORCH_EXTENSIONS_DIR" (printf "%s/torch_extensions" $p)) (list "TRITON_CACHE_DIR" (printf "%s/triton" $p)) (list "XDG_CACHE_HOME" (printf "%s/cache" $p)) | toJson -}}
+{{- list (list "STAR1_CACHE" (printf "%s/star1" $p)) (list "TMPDIR" (printf "%s/tmp" $p)) (list "HF_HOME" (printf "%s/hf" $p)) (list "VLLM_CACHE_ROOT" (printf "%s/vllm" $p)) (list "TORCH_EXTENSIONS_DIR" (printf "%s/torch_extensions" $p)) (list "TRITON_CACHE_DIR" (printf "%s/triton" $p)) (list "XDG_CACHE_HOME" (printf "%s/cache" $p)) (list "HOME" (printf "%s/home" $p)) | toJson -}}
 {{- end -}}
 
 {{/*
@@ -768,4 +838,32 @@ write to fails here, naming the folder. arg: (dict "root" $ "image" IMAGE)
   volumeMounts:
     - name: scratch
       mountPath: {{ include "star1.scratchPath" .root }}
+{{- end -}}
+
+
+{{/*
+A RayJob's labels and annotations: the chart's labels over rayJob's and the job's ("meta"), and with kueue
+the queue (the job's "queue", else kueue.queueName) and priority class. arg: (dict "root" $ "component" KEY
+"meta" {labels, annotations} "queue" NAME ["managedBy" WHO] ["where" VALUES-PATH])
+*/}}
+{{- define "star1.rayJobMetadata" -}}
+{{- $v := .root.Values -}}
+{{- $labels := merge (fromYaml (include "star1.labels" (dict "root" .root "component" .component "managedBy" .managedBy))) (deepCopy (dig "labels" dict (.meta | default dict))) (deepCopy $v.rayJob.labels) -}}
+{{- $annotations := merge (deepCopy (dig "annotations" dict (.meta | default dict))) (deepCopy $v.rayJob.annotations) -}}
+{{- if $v.kueue.enabled -}}
+{{- $queue := .queue | default $v.kueue.queueName -}}
+{{- if not $queue -}}
+{{- fail (printf "kueue.enabled: the %s RayJob has no queue: set kueue.queueName (a LocalQueue in this namespace) or %s.queueName" .component (ternary "nightly" (printf "jobs.%s" .component) (eq .component "nightly"))) -}}
+{{- end -}}
+{{- $_ := set $labels "kueue.x-k8s.io/queue-name" $queue -}}
+{{- with $v.kueue.priorityClass -}}
+{{- $_ := set $labels "kueue.x-k8s.io/priority-class" . -}}
+{{- end -}}
+{{- end -}}
+labels:
+  {{- toYaml $labels | nindent 2 }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}

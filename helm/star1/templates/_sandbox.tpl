@@ -48,11 +48,14 @@ ConfigMap, so no pod of the cluster starts before the policy exists.
 {{- $root := .root -}}
 {{- $s := .job.sandbox -}}
 {{- $cpus := int (toString $s.cpu) -}}
+{{- $shared := include "star1.podOptions" (list $root.Values.pods .job.pods) | fromJson -}}
+{{- $o := dict "labels" (merge (deepCopy ($s.labels | default dict)) $shared.labels) "annotations" (merge (deepCopy ($s.annotations | default dict)) $shared.annotations) -}}
 - groupName: sandbox
   replicas: {{ $s.replicas }}
   minReplicas: {{ $s.replicas }}
   maxReplicas: {{ $s.replicas }}
-  rayStartParams: {}
+  rayStartParams:
+    {{- include "star1.rayStartParams" (dict "root" $root "o" (dict "rayStartParams" dict) "memory" $s.memory "shm" $s.shmSize "where" "jobs.eval.sandbox") | nindent 4 }}
   # KubeRay turns this into `ray start --num-cpus=0 --resources='{"star1_sandbox": N}'` (it refuses the same
   # keys in rayStartParams as well): nothing but sandbox tasks lands here, one program per CPU.
   resources:
@@ -60,14 +63,19 @@ ConfigMap, so no pod of the cluster starts before the policy exists.
     {{ include "star1.sandboxResource" $root }}: {{ $cpus | quote }}
   template:
     metadata:
-      labels:
-        {{- include "star1.labels" (dict "root" $root "component" .key "managedBy" .managedBy) | nindent 8 }}
-        {{- include "star1.sandboxLabel" $root | nindent 8 }}
+      {{- include "star1.podMetadata" (dict "labels" (include "star1.labels" (dict "root" $root "component" .key "managedBy" .managedBy)) "extra" (include "star1.sandboxLabel" $root) "o" $o) | nindent 6 }}
     spec:
       automountServiceAccountToken: false
       enableServiceLinks: false
       {{- with $s.runtimeClassName }}
       runtimeClassName: {{ . }}
+      {{- end }}
+      {{- with ($s.priorityClassName | default $shared.priorityClassName) }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      {{- with $s.affinity }}
+      affinity:
+        {{- toYaml . | nindent 8 }}
       {{- end }}
       securityContext:
         {{- include "star1.podSecurityContext" $root | nindent 8 }}
@@ -96,12 +104,14 @@ ConfigMap, so no pod of the cluster starts before the policy exists.
               value: "1"
             - name: STAR1_JOB
               value: {{ .key | quote }}
+            - name: HOME
+              value: /tmp
           securityContext:
             {{- include "star1.containerSecurityContext" $root | nindent 12 }}
           volumeMounts:
             {{- include "star1.volumeMounts" (dict "root" $root) | nindent 12 }}
       volumes:
-        {{- include "star1.volumes" (dict "configMap" .configMap "shm" $s.shmSize) | nindent 8 }}
+        {{- include "star1.volumes" (dict "configMap" .configMap "shm" $s.shmSize "tmp" ($s.tmpSize | default "4Gi")) | nindent 8 }}
 {{- end -}}
 
 {{/*
