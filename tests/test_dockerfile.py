@@ -1,7 +1,9 @@
 """The Dockerfile, parsed (there is no Docker engine here): the image's Ray is the pinned client Ray, every
 install goes through the constraints file scripts/setup.sh uses, the dependencies come from hash-locked files
-(requirements/*.lock.txt, `make lock`) whose pins agree with constraints.txt and pyproject.toml, the runtime
-stages are non-root and carry no compiler, and the build context holds what the image copies."""
+(requirements/*.lock.txt, `make lock`) whose pins agree with constraints.txt and pyproject.toml and install
+before any project file is copied, every base image is pinned by digest, the GPU runtime carries the JIT
+toolchain vLLM needs (compiler, nvcc, CUDA/NVRTC/cuBLAS/NCCL headers) and the CPU image none, both are
+non-root, and the build context holds what the image copies."""
 
 from __future__ import annotations
 
@@ -65,6 +67,26 @@ def args(lines: list[str]) -> dict[str, str]:
     return dict(re.match(r"ARG\s+(\w+)=(\S+)", x).groups() for x in lines if re.match(r"ARG\s+\w+=", x))
 
 
+def base(lines: list[str], stage: str) -> str:
+    """The image a stage starts from, with `${ARG}` resolved from the global ARG defaults."""
+    ref = re.match(r"FROM\s+(\S+)", stages(lines)[stage][0]).group(1)
+    return re.sub(r"\$\{(\w+)\}", lambda m: args(lines)[m.group(1)], ref)
+
+
+def pinned(ref: str) -> tuple[str, str, str]:
+    """`name:tag@sha256:<64 hex>` as (name, tag, digest); anything else fails."""
+    m = re.fullmatch(r"([a-z0-9./_-]+):([\w.-]+)@(sha256:[0-9a-f]{64})", ref)
+    assert m, f"{ref} is not pinned by digest (name:tag@sha256:…)"
+    return m.group(1), m.group(2), m.group(3)
+
+
+# files of the project itself (pyproject, README, the chart, the code): none is copied before the dependencies
+PROJECT = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "helm/", "star1", "jobs")
+# what the GPU runtime installs so vLLM's JIT paths compile (as vLLM's own runtime image does); the CUDA
+# packages are written `<name>-${CUDA_MM}` (the CUDA major-minor, e.g. 13-0)
+JIT_TOOLCHAIN = ("gcc", "g++", "cuda-nvcc", "cuda-cudart-dev", "cuda-cccl", "cuda-nvrtc-dev", "libcublas-dev")
+COMPILERS = r"build-essential|\bgcc\b|g\+\+|\bclang\b|-devel-|cuda-nvcc|-dev\b|-dev-"
+
 # the lock files each build stage installs, in order
 LOCKS = {"cpu-build": ["cpu.lock.txt"], "gpu-build": ["gpu.lock.txt", "gpu-deepspeed.lock.txt"]}
 
@@ -114,25 +136,29 @@ def test_every_install_uses_the_setup_constraints(dockerfile):
     assert a["VLLM_VERSION"] == p["vllm"] and a["DEEPSPEED_VERSION"] == p["deepspeed"]
 
 
-def test_dependencies_install_from_the_hash_locks(dockerfile):
-    """Every dependency install in a build stage is `--require-hashes -r requirements/<lock>`, in its own
-    layers before the code is copied (code changes do not reinstall dependencies)."""
+def test_dependencies_install_from_the_hash_locks_before_the_project(dockerfile):
+    """Every dependency install in a build stage is `--require-hashes -r requirements/<lock>`, from the lock
+    files and constraints alone, in its own layers before any project file (pyproject, README, the chart,
+    the code) is copied: editing those reinstalls star1, never its dependencies."""
     for stage, files in LOCKS.items():
         lines = stages(dockerfile)[stage]
-        code_copy = next(i for i, x in enumerate(lines) if x.startswith("COPY star1"))
+        copies = [(i, x) for i, x in enumerate(lines) if x.startswith("COPY") and "--from" not in x]
+        project = [i for i, x in copies if any(src.startswith(PROJECT) for src in x.split()[1:-1])]
+        first_project = min(project)
         installs = [(i, x) for i, x in enumerate(lines) if re.search(r"\bpip install\b", x)]
         deps = [(i, x) for i, x in installs if "--no-deps" not in x]
         assert [re.search(r"-r requirements/(\S+)", x).group(1) for _, x in deps] == files, stage
         for i, x in deps:
-            assert "--require-hashes" in x and i < code_copy, x
-        # the only other install is star1 itself, without dependencies, after the code copy
-        assert all(
-            i > code_copy and re.search(r"--no-deps .* \.(\s|$)", x)
-            for i, x in installs
-            if (i, x) not in deps
-        )
-        copies = [x for x in lines[:code_copy] if x.startswith("COPY requirements/")]
-        assert sorted(f for x in copies for f in re.findall(r"requirements/(\S+)", x)) == sorted(files), stage
+            assert "--require-hashes" in x and i < first_project, x
+        # before the dependency layers: only the constraints and the locks
+        early = [src for i, x in copies if i < deps[-1][0] for src in x.split()[1:-1]]
+        assert sorted(early) == sorted(["constraints.txt", *(f"requirements/{f}" for f in files)]), early
+        # the only other install is star1 itself, without dependencies, after everything it builds from
+        (star1,) = [(i, x) for i, x in installs if (i, x) not in deps]
+        assert re.search(r"--no-deps .* \.(\s|$)", star1[1]) and star1[0] > max(project), star1
+        copied = {src for i, x in copies if i in project for src in x.split()[1:-1]}
+        # the wheel carries the chart (setup.py), and pip reads README.md (pyproject's readme)
+        assert copied >= {"pyproject.toml", "setup.py", "README.md", "helm/star1", "helm/examples", "star1"}
 
 
 @pytest.mark.parametrize("name", sorted({f for files in LOCKS.values() for f in files}))
@@ -176,19 +202,72 @@ def test_locks_satisfy_pyproject():
             )
 
 
-def test_runtime_stages_are_non_root_without_a_compiler(dockerfile):
+def test_runtime_stages_are_non_root_and_only_the_gpu_one_compiles(dockerfile):
     s = stages(dockerfile)
     assert set(s) >= {"cpu-build", "cpu", "gpu-build", "gpu"}
     assert dockerfile[-1].startswith("CMD") and list(s)[-1] == "gpu"  # `docker build .` gives the GPU image
     for name in ("cpu", "gpu"):
         users = [x for x in s[name] if x.startswith("USER")]
         assert users and users[-1] == "USER 1000:1000", name
-        text = "\n".join(s[name])
-        assert not re.search(r"build-essential|gcc|g\+\+|\bdevel\b", text), name
-        assert "pip install" not in text, name  # everything comes built from the build stage
-    assert "build-essential" not in "\n".join(s["cpu-build"])  # the CPU image never needs one
-    assert any("-devel-" in x for x in s["gpu-build"]) and any("-base-" in x for x in s["gpu"])
+        assert "pip install" not in "\n".join(s[name]), name  # everything comes built from the build stage
+    # the CPU image never needs a compiler, in its build or its runtime stage
+    for name in ("cpu-build", "cpu"):
+        assert not re.search(COMPILERS, "\n".join(s[name])), name
+    assert base(dockerfile, "cpu") == base(dockerfile, "cpu-build")
+    # GPU: the toolkit (devel image) and build-essential build DeepSpeed's ops; the runtime is the CUDA base
+    # image plus the JIT toolchain, for the same CUDA release
+    assert "-devel-" in base(dockerfile, "gpu-build") and "-base-" in base(dockerfile, "gpu")
+    cuda = args(dockerfile)["CUDA_VERSION"]
+    for stage in ("gpu-build", "gpu"):
+        assert pinned(base(dockerfile, stage))[1].startswith(f"{cuda}-"), stage
+    assert any("build-essential" in x for x in s["gpu-build"])
     assert any("DS_BUILD_FUSED_ADAM=1" in x for x in s["gpu-build"])
+    (apt,) = [x for x in s["gpu"] if "apt-get install" in x]
+    words = set(apt.split())
+    for pkg in JIT_TOOLCHAIN:
+        assert pkg in words or f"{pkg}-${{CUDA_MM}}" in words, pkg
+    assert "libnccl-dev" in words
+    assert re.search(r"CUDA_MM=\$\(echo \"\$\{CUDA_VERSION\}\" \| cut -d\. -f1,2 \| tr \. -\)", apt)
+    # Python's headers come with the relocatable CPython the runtime copies from the build stage
+    assert "COPY --from=gpu-build /opt/python /opt/python" in s["gpu"]
+    env = " ".join(x for x in s["gpu"] if x.startswith("ENV"))
+    assert "CUDA_HOME=/usr/local/cuda" in env and "/usr/local/cuda/bin" in env
+    # and the build proves the toolchain compiles what the JIT paths include, without a GPU
+    (check,) = [x for x in s["gpu"] if "nvcc -c" in x]
+    for header in ("Python.h", "cuda_runtime.h", "nvrtc.h", "cublas_v2.h", "nccl.h"):
+        assert header in check, header
+    assert "gcc -c" in check
+
+
+def test_base_images_are_pinned_by_digest(dockerfile):
+    """Every FROM names a stage or a base image pinned as name:tag@sha256:…; the tags agree with the
+    versions the Dockerfile states, and both Pythons are the same release (a Ray head on the CPU image drives
+    GPU workers)."""
+    text = (REPO / "Dockerfile").read_text()
+    assert re.match(r"# syntax=docker/dockerfile:[\d.]+@sha256:[0-9a-f]{64}\n", text)
+    s = stages(dockerfile)
+    a = args(dockerfile)
+    images = {}
+    for name in s:
+        ref = base(dockerfile, name)
+        if ref not in s:
+            images[name] = pinned(ref)
+    assert set(images) == {"cpu-build", "cpu", "uv", "gpu-build", "gpu"}
+    assert images["cpu"][:2] == ("python", f"{a['PYTHON_VERSION']}-slim-bookworm")
+    assert any("uv python install ${PYTHON_VERSION}" in x for x in s["gpu-build"])
+    assert images["uv"][0] == "ghcr.io/astral-sh/uv"
+    assert {images[x][0] for x in ("gpu-build", "gpu")} == {"nvidia/cuda"}
+    # no FROM carries a literal image: every base is one of the pinned ARGs above
+    for line in dockerfile:
+        if line.startswith("FROM"):
+            ref = line.split()[1]
+            assert ref in s or re.fullmatch(r"\$\{\w+_IMAGE\}", ref), line
+
+
+def test_the_driver_requirement_is_stated():
+    """CUDA 13 needs an R580+ driver: the Dockerfile and the docs that describe the images say so."""
+    for path in ("Dockerfile", "docs/kubernetes.md", "docs/install.md"):
+        assert "R580" in (REPO / path).read_text(), path
 
 
 def test_build_context_holds_what_the_image_copies(dockerfile):

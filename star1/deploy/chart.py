@@ -5,6 +5,10 @@ override files `helm/examples/<job>.yaml` (each a complete starting point for th
 
     python -m star1.deploy.chart write     # re-render k8s/ (`make k8s`)
     python -m star1.deploy.chart check     # exit 1 when k8s/ differs from a fresh render
+
+The chart is found in a source checkout (`helm/star1`, `helm/examples`) and in an installed wheel, which
+carries a copy made at build time (`star1/deploy/helm/{star1,examples}`, setup.py); `--chart` or
+$STAR1_CHART overrides both. Installed, `write`/`check` use `./k8s` of the working folder.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-CHART_DIR = REPO / "helm" / "star1"
-K8S_DIR = REPO / "k8s"
-EXAMPLES_DIR = REPO / "helm" / "examples"
+# a source checkout (or an editable install of one) has helm/ beside star1/; a wheel carries its own copy
+CHECKOUT = (REPO / "helm" / "star1" / "Chart.yaml").is_file()
+HELM_DIR = REPO / "helm" if CHECKOUT else Path(__file__).resolve().parent / "helm"
+CHART_DIR = HELM_DIR / "star1"
+EXAMPLES_DIR = HELM_DIR / "examples"
+K8S_DIR = REPO / "k8s" if CHECKOUT else Path("k8s")
 RELEASE = "star1"
 NAMESPACE = "star1"
 JOBS = ("curate", "sft", "eval")
@@ -34,7 +41,7 @@ class ChartError(RuntimeError):
 
 
 def chart_dir(path: str | Path | None = None) -> Path:
-    """The chart folder: `path`, else $STAR1_CHART, else the repository's helm/star1."""
+    """The chart folder: `path`, else $STAR1_CHART, else the checkout's helm/star1 or the installed copy."""
     d = Path(path or os.environ.get("STAR1_CHART") or CHART_DIR)
     if not (d / "Chart.yaml").is_file():
         raise ChartError(f"no Helm chart at {d} (pass --chart or set STAR1_CHART to helm/star1)")
@@ -118,7 +125,7 @@ def k8s_renders() -> dict[str, str]:
     files = k8s_files(render())
     for job, path in examples().items():
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        mine = k8s_files(render(values), values_file=str(path.relative_to(REPO)))
+        mine = k8s_files(render(values), values_file=f"helm/examples/{path.name}")
         if set(mine) != {f"{job}.yaml"}:
             raise ChartError(
                 f"{path} must render {job}.yaml alone (disable the other jobs), got {sorted(mine)}"
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = (argv if argv is not None else sys.argv[1:])[:1]
     if cmd == ["write"]:
         for p in write_k8s():
-            print(p.relative_to(REPO))
+            print(os.path.relpath(p))
         return 0
     if cmd == ["check"]:
         stale = stale_k8s()
