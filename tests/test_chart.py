@@ -232,7 +232,9 @@ def test_nightly_cronjob_is_least_privilege_and_unique_per_night(renders):
     assert cmd[:5] == ["star1", "submit", "k8s", "--manifest", "/etc/star1/nightly/rayjob.yaml"]
     assert cmd[cmd.index("--name") + 1] == "$(JOB_NAME)"  # the CronJob's Job name: one per scheduled night
     env = {
-        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["containers"][0]["env"] if "valueFrom" in e
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in pod["containers"][0]["env"]
+        if "valueFrom" in e
     }
     assert env["JOB_NAME"] == "metadata.labels['batch.kubernetes.io/job-name']"
     # tonight's RayJob is owned by this Job (garbage-collected with it) and mounts its own config copy
@@ -512,6 +514,7 @@ SCRATCH_ENV = {
     "TORCH_EXTENSIONS_DIR": "/scratch/torch_extensions",
     "TRITON_CACHE_DIR": "/scratch/triton",
     "XDG_CACHE_HOME": "/scratch/cache",
+    "DG_JIT_CACHE_DIR": "/scratch/deep_gemm",
     "HOME": "/scratch/home",
 }
 
@@ -553,7 +556,11 @@ def test_every_ray_pod_mounts_scratch_and_every_cache_points_there(renders, vari
             if g["groupName"] == "sandbox":
                 pod = g["template"]["spec"]
                 assert "scratch" not in str(pod["volumes"]) and "initContainers" not in pod
-                assert {e["name"] for e in pod["containers"][0]["env"]} == {"STAR1_SANDBOX_POD", "STAR1_JOB", "HOME"}
+                assert {e["name"] for e in pod["containers"][0]["env"]} == {
+                    "STAR1_SANDBOX_POD",
+                    "STAR1_JOB",
+                    "HOME",
+                }
 
 
 def test_emptydir_scratch_is_requested_as_ephemeral_storage(renders):

@@ -162,7 +162,9 @@ def test_eval_and_nightly_clusters_have_the_sandbox_group(renders, variant):
         assert c["resources"]["limits"] == {"cpu": cpus, "memory": "4Gi"}
         assert "nvidia.com/gpu" not in str(c["resources"])
         assert {e["name"]: e.get("value") for e in c["env"]} == {
-            "STAR1_SANDBOX_POD": "1", "STAR1_JOB": key, "HOME": "/tmp"
+            "STAR1_SANDBOX_POD": "1",
+            "STAR1_JOB": key,
+            "HOME": "/tmp",
         }
         assert pod["enableServiceLinks"] is False
         assert sandbox_pod_problems(f"{key} sandbox", s["template"]) == []

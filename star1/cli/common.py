@@ -29,10 +29,22 @@ SetOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo even if the stored manifest is current")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from star1 import __version__
+
+        print(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="show Ray's own output here instead of in a log file")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
     ] = False,
 ) -> None:
     """STAR-1-style safety data, on Ray."""

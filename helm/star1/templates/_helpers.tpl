@@ -111,6 +111,10 @@ arg: (dict "root" $ "job" KEY "keys" LIST "extra" LIST-OF-ENV-MAPS ["user" LIST-
   value: {{ .job | quote }}
 - name: AWS_REGION
   value: {{ $v.s3.region | quote }}
+{{- with $v.tracking.mlflowUri }}
+- name: MLFLOW_TRACKING_URI
+  value: {{ . | quote }}
+{{- end }}
 {{- if $v.s3.endpoint }}
 - name: AWS_ENDPOINT_URL
   value: {{ $v.s3.endpoint | quote }}
@@ -464,6 +468,7 @@ that exits 5 (incomplete) or 7 (infrastructure) is run again in place, lifecycle
 {{- $root := .root -}}
 {{- $v := $root.Values -}}
 {{- $image := include "star1.image" (list $root .job.variant) -}}
+{{- $headImage := include "star1.image" (list $root (.job.headVariant | default .job.variant)) -}}
 {{- $cpuImage := include "star1.image" (list $root "cpu") -}}
 {{- include "star1.noSecrets" (list (printf "the %s command" .key) .command) -}}
 {{- $where := printf "jobs.%s" (ternary "eval" .key (eq .key "nightly")) -}}
@@ -479,7 +484,7 @@ that exits 5 (incomplete) or 7 (infrastructure) is run again in place, lifecycle
 {{- if and $kueue (gt (len (keys .job.workers)) (ternary 6 7 (dig "sandbox" "enabled" false .job))) -}}
 {{- fail (printf "%s.workers: Kueue admits at most 7 worker groups (8 PodSets with the head), the code sandbox included" $where) -}}
 {{- end -}}
-{{- $chartEnv := list "STAR1_JOB" "AWS_REGION" "AWS_ENDPOINT_URL" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "RAY_JOB_STOP_WAIT_TIME_S" "RAY_TMPDIR" -}}
+{{- $chartEnv := list "STAR1_JOB" "AWS_REGION" "MLFLOW_TRACKING_URI" "AWS_ENDPOINT_URL" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "RAY_JOB_STOP_WAIT_TIME_S" "RAY_TMPDIR" -}}
 {{- range (include "star1.scratchDirs" $root | fromJsonArray) }}{{ $chartEnv = append $chartEnv (index . 0) }}{{ end -}}
 {{- $chartEnv = concat $chartEnv $v.apiKeys.keys -}}
 {{- $ho := include "star1.podOptions" (list $v.pods $v.head .job.pods .job.head) | fromJson -}}
@@ -581,10 +586,10 @@ rayClusterSpec:
           {{- include "star1.imagePullSecrets" $root | nindent 10 }}
         {{- end }}
         initContainers:
-          {{- include "star1.scratchInit" (dict "root" $root "image" $image) | nindent 10 }}
+          {{- include "star1.scratchInit" (dict "root" $root "image" $headImage) | nindent 10 }}
         containers:
           - name: ray-head
-            image: {{ $image }}
+            image: {{ $headImage }}
             imagePullPolicy: {{ $v.image.pullPolicy }}
             ports:
               - {containerPort: 6379, name: gcs-server}
@@ -692,7 +697,7 @@ workers, Ray's session folder (logs, spilled objects); XDG_CACHE_HOME catches an
 */}}
 {{- define "star1.scratchDirs" -}}
 {{- $p := include "star1.scratchPath" . -}}
-{{- list (list "STAR1_CACHE" (printf "%s/star1" $p)) (list "TMPDIR" (printf "%s/tmp" $p)) (list "HF_HOME" (printf "%s/hf" $p)) (list "VLLM_CACHE_ROOT" (printf "%s/vllm" $p)) (list "TORCH_EXTENSIONS_DIR" (printf "%s/torch_extensions" $p)) (list "TRITON_CACHE_DIR" (printf "%s/triton" $p)) (list "XDG_CACHE_HOME" (printf "%s/cache" $p)) (list "HOME" (printf "%s/home" $p)) | toJson -}}
+{{- list (list "STAR1_CACHE" (printf "%s/star1" $p)) (list "TMPDIR" (printf "%s/tmp" $p)) (list "HF_HOME" (printf "%s/hf" $p)) (list "VLLM_CACHE_ROOT" (printf "%s/vllm" $p)) (list "TORCH_EXTENSIONS_DIR" (printf "%s/torch_extensions" $p)) (list "TRITON_CACHE_DIR" (printf "%s/triton" $p)) (list "XDG_CACHE_HOME" (printf "%s/cache" $p)) (list "DG_JIT_CACHE_DIR" (printf "%s/deep_gemm" $p)) (list "HOME" (printf "%s/home" $p)) | toJson -}}
 {{- end -}}
 
 {{/*

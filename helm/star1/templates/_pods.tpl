@@ -153,9 +153,11 @@ secretKeys, kept only when listed in apiKeys.keys. arg: (dict "root" $ "config" 
 {{- define "star1.jobSecretKeys" -}}
 {{- $names := include "star1.configEnvNames" .config | fromJsonArray -}}
 {{- $tracking := dig "tracking" "backend" "mlflow" .config -}}
-{{- if eq (toString $tracking) "mlflow" -}}
+{{- $backends := ternary $tracking (list $tracking) (kindIs "slice" $tracking) -}}
+{{- if has "mlflow" $backends -}}
 {{- $names = concat $names (list "MLFLOW_TRACKING_TOKEN" "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD") -}}
-{{- else if eq (toString $tracking) "wandb" -}}
+{{- end -}}
+{{- if has "wandb" $backends -}}
 {{- $names = append $names "WANDB_API_KEY" -}}
 {{- end -}}
 {{- $names = concat $names (.extra | default list) -}}
