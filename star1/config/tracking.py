@@ -30,9 +30,9 @@ class MLflowSection(Strict):
 class TensorBoardSection(Strict):
     logdir: str | None = Field(
         None,
-        description="folder of the event files (one sub-folder per run: <kind>/<name>); default: "
-        "<store>/tensorboard for a local store; for an s3:// store the events are written under "
-        "./tensorboard and copied to <store>/tensorboard/<kind>/<name>/ as they grow",
+        description="local folder of the event files (one sub-folder per run: <kind>/<name>); default: "
+        "<store>/tensorboard for a local store, ./tensorboard for an s3:// store, whose runs are also copied "
+        "to <store>/tensorboard/<kind>/<name>/ as they grow",
     )
 
 

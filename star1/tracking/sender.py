@@ -53,6 +53,9 @@ class Sender:
             return True
         left = self.q.qsize()
         self.dropped += left
+        if self._warned:
+            return False
+        self._warned = True
         log.warning(
             "tracking: %s (%s) did not take the last %d call(s) within %.0f s; the run's own artifacts are "
             "complete", self.backend.name, self.backend.where, left, timeout_s,

@@ -20,13 +20,13 @@ class TensorBoardBackend:
 
     def __init__(self, section: TensorBoardSection, store: Store | None, kind: str, run_name: str) -> None:
         rel = f"{FOLDER}/{kind}/{run_name}"
+        local_store = store is not None and store.is_local
         if section.logdir:
             self.local = Path(section.logdir).expanduser().resolve() / kind / run_name
-            self.upload: Store | None = None
-        elif store is not None and store.is_local:
-            self.local, self.upload = Path(store.root) / rel, None
-        else:  # an object store (or none): write here, copy there
-            self.local, self.upload = Path(FOLDER).resolve() / kind / run_name, store
+        else:
+            self.local = (Path(store.root) if local_store else Path(".").resolve()) / rel  # type: ignore[union-attr]
+        # an object store: written locally, copied there
+        self.upload: Store | None = None if local_store else store
         self.rel = rel
         self.where = self.upload.url(rel) if self.upload is not None else str(self.local)
         self.writer: Any = None
