@@ -46,6 +46,17 @@ REQUIRED: dict[str, tuple[str, str]] = {
     ),
     "matplotlib": ("3.5.0", "star1/report/plots.py uses the matplotlib.colormaps registry (3.5)"),
     "packaging": ("22.0", "this test: packaging.specifiers with PEP 440-only parsing"),
+    "mlflow-skinny": (
+        "2.8.0",
+        "star1/tracking/mlflow_backend.py calls MlflowClient.log_batch(synchronous=True), new in MLflow 2.8 "
+        "(async logging)",
+    ),
+    "wandb": (
+        "0.19.10",
+        "star1/tracking/wandb_backend.py opens several runs in one process with wandb.init(reinit="
+        "'create_new'), new in 0.19.10 (wandb PR #9562)",
+    ),
+    "tensorboard": ("1.15.0", "torch.utils.tensorboard (the event-file writer) refuses tensorboard<1.15"),
 }
 
 

@@ -6,6 +6,7 @@ read what it left behind."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ from star1.manifest import manifest_path, read_manifest
 from star1.store import Store
 from star1.train.errors import TrainFailed, TrainSetupError
 from star1.train.run import run_train
+from tests.trackers import mlflow_server
 from tests.train_helpers import RECORDS, smollm2_dir, tiny_llama
 
 pytestmark = pytest.mark.slow
@@ -54,6 +56,48 @@ def _history(store: Store, run: str) -> list[dict[str, Any]]:
     return store.read_json(f"train/{run}/metrics.json")["history"]
 
 
+class TrackingLog(logging.Handler):
+    """Collects star1.tracking's warnings while a module fixture trains."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> TrackingLog:
+        logging.getLogger("star1.tracking").addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        logging.getLogger("star1.tracking").removeHandler(self)
+
+
+def _tracked(uri: str, run_id: str, store: Store, run: str, resumed_from: int) -> None:
+    """One point per step and key; each the value the loop reported (metrics.json). Steps after the first
+    resume point ran more than once (the tracker keeps the first run of a step, metrics.json the last):
+    there the schedule's values are equal and the loss is equal within float noise."""
+    from mlflow.tracking import MlflowClient
+
+    from star1.train.tracker import METRICS
+
+    history = {h["step"]: h for h in _history(store, run) if "loss" in h}
+    client = MlflowClient(uri)
+    for name, key in METRICS.items():
+        points = client.get_metric_history(run_id, key)
+        if name == "mfu" and history[1]["mfu"] is None:
+            assert points == []
+            continue
+        assert sorted(p.step for p in points) == sorted(history), key
+        for p in points:
+            want = history[p.step][name]
+            if p.step <= resumed_from or name in ("lr", "epoch"):
+                assert p.value == want, (key, p.step)
+            elif name in ("loss", "real_token_fraction"):
+                assert p.value == pytest.approx(want, rel=1e-4), (key, p.step)
+
+
 def _assert_counter_continues(history: list[dict[str, Any]], total: int) -> list[int]:
     """Steps 1..total each once, in order; each resume picks up right after its checkpoint. Returns the
     resume points the history kept (a restart from the same checkpoint replaces the later ones)."""
@@ -70,7 +114,7 @@ def _assert_counter_continues(history: list[dict[str, Any]], total: int) -> list
 
 
 @pytest.fixture(scope="module")
-def smol_s3(ray_local, s3_server):
+def smol_s3(ray_local, s3_server, tmp_path_factory):
     import boto3
 
     smollm2_dir()  # skip without the model package
@@ -80,6 +124,9 @@ def smol_s3(ray_local, s3_server):
     records = json.loads(RECORDS.read_text())[:2]
     s3.put_object(Bucket=bucket, Key="data/star1.json", Body=json.dumps(records).encode())
     store = Store.from_uri(f"s3://{bucket}/star1")
+    server = mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    tracking_uri = server.__enter__()
+    tb_local = tmp_path_factory.mktemp("tb")  # an s3:// store's event files are written here, then copied
 
     def config(max_failures: int, lr: float = 5e-5) -> Any:
         return parse_config(
@@ -93,23 +140,28 @@ def smol_s3(ray_local, s3_server):
                     "recipe": {"effective_batch": 2, "epochs": 4, "lr": lr, "warmup_ratio": 0},
                     "checkpoint": {"every_steps": 2, "max_failures": max_failures},
                 },
+                "tracking": {"backend": ["mlflow", "tensorboard"], "mlflow": {"uri": tracking_uri},
+                             "tensorboard": {"logdir": str(tb_local)}},
             }
-        )
+        )  # fmt: skip
 
     # 1st submission: no restarts allowed; a worker dies after the checkpoint of step 2 → the run fails
     first = KillAfterCheckpoint(2)
     with pytest.raises(TrainFailed) as failed:
         run_train(config(max_failures=0), store, progress=first, log=print)
     after_failure = read_manifest(store, "train/smol")
+    tracking_after_failure = store.read_json("train/smol/tracking.json")
     keys_after_failure = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     # 2nd submission, same name and config (max_failures is an execution knob): resumes from step 2; a
     # worker dies again once step 3 is done → FailureConfig restarts the group from the checkpoint of step 2
     second = KillAfterCheckpoint(2, at_step=3)
     result = run_train(config(max_failures=1), store, progress=second, log=print)
-    return SimpleNamespace(
+    yield SimpleNamespace(
         store=store, s3=s3, bucket=bucket, config=config, first=first, second=second, failed=failed.value,
         after_failure=after_failure, keys_after_failure=keys_after_failure, result=result,
+        tracking_uri=tracking_uri, tracking_after_failure=tracking_after_failure, tb_local=tb_local,
     )  # fmt: skip
+    server.__exit__(None, None, None)
 
 
 def test_killed_submission_fails_cleanly_with_its_checkpoint_in_s3(smol_s3):
@@ -131,6 +183,42 @@ def test_resubmission_and_worker_kill_both_resume(smol_s3):
     assert smol_s3.first.resumed_ok(2, 2) and smol_s3.second.killed_at == 3
     assert _assert_counter_continues(_history(smol_s3.store, "smol"), 4) == [2]
     assert any("earlier submission" in n for n in m.notes)
+
+
+def test_killed_and_resubmitted_run_is_one_tracker_run_with_each_step_once(smol_s3):
+    """The failed 1st submission and the 2nd (resumed, then restarted after a worker kill) are one MLflow
+    run on the real server, with one point per step and key."""
+    from mlflow.tracking import MlflowClient
+
+    before = smol_s3.tracking_after_failure["mlflow"]["run_id"]
+    tracking = smol_s3.result.manifest.usage["tracking"]
+    assert tracking["backends"]["mlflow"]["run_id"] == before and tracking["backends"]["mlflow"]["resumed"]
+    assert tracking["failures"] == 0
+    run = MlflowClient(smol_s3.tracking_uri).get_run(before)
+    assert run.info.status == "FINISHED" and run.info.run_name == "train/smol"
+    assert run.data.params["train.recipe.lr"] == "5e-05" and run.data.params["resolved.total_steps"] == "4"
+    assert run.data.tags["link.model"] == smol_s3.result.url("model")
+    assert run.data.tags["data_sha256"] == smol_s3.result.manifest.inputs[0]["sha256"]
+    _tracked(smol_s3.tracking_uri, before, smol_s3.store, "smol", resumed_from=2)
+
+
+def test_tensorboard_events_in_the_s3_store_read_back_with_the_runs_points(smol_s3, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rel = "tensorboard/train/smol"
+    assert smol_s3.result.manifest.usage["tracking"]["backends"]["tensorboard"]["where"] == (
+        smol_s3.store.url(rel)
+    )
+    for key in smol_s3.store.list(rel):  # what `tensorboard --logdir s3://…` reads
+        (tmp_path / Path(key).name).write_bytes(smol_s3.store.read_bytes(key))
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    history = {h["step"]: h for h in _history(smol_s3.store, "smol") if "loss" in h}
+    for key in ("train/loss", "train/lr", "train/epoch"):
+        points = acc.Scalars(key)
+        assert [p.step for p in points] == [1, 2, 3, 4], key
+        name = key.split("/")[1]
+        assert [p.value for p in points] == pytest.approx([history[s][name] for s in range(1, 5)], rel=1e-4)
 
 
 def test_loss_goes_down_on_a_repeated_batch(smol_s3):
@@ -196,6 +284,8 @@ def test_same_run_again_is_up_to_date_and_a_changed_one_is_refused(smol_s3):
 def zero3(ray_local, tmp_path_factory):
     model = tiny_llama(tmp_path_factory.mktemp("tiny") / "model")
     store = Store.from_uri(str(tmp_path_factory.mktemp("store")))
+    not_a_dir = tmp_path_factory.mktemp("bad") / "file"
+    not_a_dir.write_text("a file where TensorBoard's folder should be")
 
     def config(store: Store, num_workers: int = 2) -> Any:
         return parse_config(
@@ -210,12 +300,17 @@ def zero3(ray_local, tmp_path_factory):
                     "checkpoint": {"every_steps": 5, "max_failures": 1},
                     "scaling": {"num_workers": num_workers},
                 },
+                # MLflow: the embedded default store; TensorBoard: a bad path (it fails, the run goes on)
+                "tracking": {"backend": ["mlflow", "tensorboard"], "tensorboard": {"logdir": str(not_a_dir)}},
             }
         )
 
     killer = KillAfterCheckpoint(5)
-    result = run_train(config(store), store, progress=killer, log=print)
-    return SimpleNamespace(store=store, result=result, killer=killer, config=config)
+    with TrackingLog() as warnings:
+        result = run_train(config(store), store, progress=killer, log=print)
+    return SimpleNamespace(
+        store=store, result=result, killer=killer, config=config, warnings=warnings.messages
+    )
 
 
 def test_zero3_resumes_from_its_sharded_checkpoint(zero3):
@@ -228,6 +323,33 @@ def test_zero3_resumes_from_its_sharded_checkpoint(zero3):
     shards = sorted(p.name for p in root.iterdir())
     assert "zero_pp_rank_0_mp_rank_00_optim_states.pt" in shards
     assert "zero_pp_rank_1_mp_rank_00_optim_states.pt" in shards  # each worker wrote its own shard
+
+
+def test_zero3_run_is_in_the_embedded_mlflow_store_step_by_step(zero3):
+    from mlflow.tracking import MlflowClient
+
+    tracking = zero3.result.manifest.usage["tracking"]["backends"]["mlflow"]
+    uri = f"sqlite:///{zero3.store.root}/mlflow/mlflow.db"
+    assert tracking["where"] == uri and tracking["failures"] == tracking["dropped"] == 0
+    run = MlflowClient(uri).get_run(tracking["run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["train.strategy"] == "zero3"
+    _tracked(
+        uri,
+        tracking["run_id"],
+        zero3.store,
+        "z3",
+        resumed_from=zero3.result.manifest.counts["resumed_from"][0],
+    )
+
+
+def test_a_tracker_that_fails_is_counted_and_warned_once_and_the_run_completes(zero3):
+    m = zero3.result.manifest
+    assert m.status == "complete" and (Path(zero3.store.root) / "train/z3/model/config.json").exists()
+    tb = m.usage["tracking"]["backends"]["tensorboard"]
+    assert tb["failures"] >= 20 and m.usage["tracking"]["failures"] == tb["failures"] + tb["dropped"]
+    assert len(zero3.warnings) == 1 and zero3.warnings[0].startswith("tracking: tensorboard ("), (
+        zero3.warnings
+    )
 
 
 def test_zero3_export_gathers_the_full_model(zero3, tmp_path):

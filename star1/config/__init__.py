@@ -42,6 +42,7 @@ from star1.config.loading import apply_override, load_config, load_yaml, parse_c
 from star1.config.report import ReportConfig
 from star1.config.root import Star1Config
 from star1.config.runtime import RayConfig, StoreConfig
+from star1.config.tracking import MLflowSection, TensorBoardSection, TrackingConfig, WandbSection
 from star1.config.train import (
     CHECKPOINTS_DIR,
     LOCAL_MODEL,
@@ -76,6 +77,7 @@ __all__ = [
     "LLMConfig",
     "Loader",
     "LocalModelConfig",
+    "MLflowSection",
     "MathConfig",
     "ModelConfig",
     "PipelineEvalConfig",
@@ -94,9 +96,12 @@ __all__ = [
     "Star1Config",
     "StoreConfig",
     "Strict",
+    "TensorBoardSection",
     "ThroughputSection",
+    "TrackingConfig",
     "TrainConfig",
     "TrainSource",
+    "WandbSection",
     "apply_override",
     "load_config",
     "load_yaml",

@@ -11,6 +11,7 @@ from star1.config.eval import EvalConfig
 from star1.config.llm import LLMConfig
 from star1.config.report import ReportConfig
 from star1.config.runtime import RayConfig, StoreConfig
+from star1.config.tracking import TrackingConfig
 from star1.config.train import TrainConfig
 
 
@@ -24,4 +25,5 @@ class Star1Config(Strict):
     train: TrainConfig | None = None
     report: ReportConfig = Field(default_factory=ReportConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     base_dir: str = Field(".", description="folder that relative paths in this config are resolved against")

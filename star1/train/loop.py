@@ -135,6 +135,8 @@ def train_worker(config: dict[str, Any]) -> None:
     start, history = _resume(engine, spec)
     if spec.progress is not None:
         spec.progress.started.remote(rank, os.getpid(), socket.gethostname(), start)
+        if rank == 0 and history:
+            spec.progress.restored.remote(history)
     if start:
         history.append({"event": "resumed", "step": start, "world": world})
     total, every, geom = g["total_steps"], spec.checkpoint_every, Geometry(**g)

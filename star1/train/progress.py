@@ -20,6 +20,13 @@ class ProgressBoard:
         self.events: list[dict[str, Any]] = []
         self.checkpoints: list[int] = []
         self.attempts = 0
+        self.steps: dict[int, dict[str, Any]] = {}  # every step's metrics (rank 0), for the tracker
+
+    def restored(self, history: list[dict[str, Any]]) -> None:
+        """The steps a resumed worker group's checkpoint holds (a resubmission's board starts empty)."""
+        for h in history:
+            if "loss" in h:
+                self.steps[int(h["step"])] = h
 
     def started(self, rank: int, pid: int, node: str, start_step: int) -> None:
         if rank == 0:
@@ -30,6 +37,11 @@ class ProgressBoard:
     def update(self, metrics: dict[str, Any]) -> None:
         self.step = int(metrics["step"])
         self.last = metrics
+        self.steps[self.step] = metrics
+
+    def steps_after(self, step: int) -> list[dict[str, Any]]:
+        """Metrics of the steps after `step`, in order."""
+        return [self.steps[s] for s in sorted(self.steps) if s > step]
 
     def checkpointed(self, step: int) -> None:
         self.checkpoints.append(step)

@@ -40,6 +40,7 @@ from star1.train.errors import TrainFailed, TrainSetupError
 from star1.train.layout import RunLayout
 from star1.train.models import ModelNotFound, chat_template_of, resolve_model
 from star1.train.template import TemplateError, has_think_split, remove_think_clause
+from star1.train.tracker import TrainTracker
 
 ALGORITHM = "sft-v1"
 LogFn = Callable[[str], None]
@@ -173,6 +174,7 @@ def run_train(
         notes.append("resumed from an earlier submission's checkpoint" + (
             f" (written by {saved[1].world} workers, DDP)" if other else ""))  # fmt: skip
     notes = [*prep.notes, *notes]
+    tracker = TrainTracker(cfg, tc, run, store, layout)  # the same tracker run as an earlier submission's
     with srun:
         store.write_table(layout.tokens, prep.table)
         spec = _spec(cfg, tc, run, srun.fingerprint, store, layout, prep, geom, precision, ds_config)
@@ -185,14 +187,19 @@ def run_train(
         scaling = {"resources_per_worker": per_worker, "use_gpu": tc.scaling.use_gpu,
                    "accelerator_type": tc.scaling.accelerator_type, "strategy": tc.strategy}  # fmt: skip
         usage: dict[str, Any] = {"scaling": {**asdict(geom), **scaling}}
+        tracker.log_setup(srun.fingerprint, workers, asdict(geom), precision)
         t_fit = time.time()
         try:
-            snap = _fit(tc, spec, workers, per_worker, (ckpt_root, run), storage_path, storage_fs, progress)
+            snap = _fit(
+                tc, spec, workers, per_worker, (ckpt_root, run), storage_path, storage_fs, progress, tracker
+            )
         except TrainFailed as e:
             failures = {"rows": 0, "by_reason": {"training_failed": 1}, "error": str(e)}
-            srun.incomplete({}, counts, failures, notes=notes)
+            usage["tracking"] = tracker.finish("incomplete", prep.inputs, None)
+            srun.incomplete({}, counts, failures, usage=usage, notes=notes)
             raise
         summary = store.read_json(layout.metrics)
+        usage["tracking"] = tracker.finish("complete", prep.inputs, summary["history"])
         timings = {"prepare_s": t_fit - t0, "fit_s": time.time() - t_fit, "total_s": time.time() - t0}
         usage["throughput"] = throughput_summary(summary)
         starts = [e["from_step"] for e in snap["events"] if e.get("event") == "start"]
@@ -300,9 +307,11 @@ def _fit(
     storage_path: str,
     storage_fs: Any,
     progress: Callable[[dict[str, Any]], None] | None,
+    tracker: TrainTracker,
 ) -> dict[str, Any]:
     """Run the TorchTrainer; the progress board's last snapshot. Raise TrainFailed when training fails.
-    Progress snapshots carry `registered`: the newest checkpoint Ray Train has registered."""
+    Progress snapshots carry `registered`: the newest checkpoint Ray Train has registered. Every step on
+    the board goes to the tracker as it lands."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -329,10 +338,17 @@ def _fit(
         ),
     )
     board, (root, run) = spec.progress, where
+
+    def on_update(snap: dict[str, Any]) -> None:
+        if progress:
+            progress(snap)
+        tracker.pull(board)
+
     try:
-        with Watcher(board, progress or (lambda _s: None), lambda: registered_step(root, run)):
+        with Watcher(board, on_update, lambda: registered_step(root, run)):
             trainer.fit()
     except ray.train.TrainingFailedError as e:
+        tracker.pull(board)
         snap = ray.get(board.snapshot.remote())
         last = registered_step(root, run)
         start = f"the checkpoint of step {last}" if last else "the start (no checkpoint was registered)"
@@ -340,6 +356,7 @@ def _fit(
             f"training run '{run}' failed at step {snap['step']} of {snap['total']}: {_first_line(e)}; "
             f"rerun the same command to resume from {start}"
         ) from e
+    tracker.pull(board)
     snap = ray.get(board.snapshot.remote())
     if progress:
         progress(snap)
