@@ -281,6 +281,22 @@ def test_creates_follows_and_succeeds(kube, tmp_path, star1):
     assert dry[1]["spec"] == rayjob["spec"]
 
 
+def test_a_queued_job_says_it_waits_for_kueue_then_follows_it(kube, tmp_path, star1):
+    kube.statuses["t-sft"] = [
+        {"jobDeploymentStatus": "Suspended"},
+        RUNNING,
+        {**RUNNING, "jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
+    ]
+    kueue = tmp_path / "kueue.yaml"
+    kueue.write_text("kueue: {enabled: true, queueName: star1-gpu}\n")
+    r = star1("sft", "--name", "t", "--poll", "0.05", *example("sft"), "-f", str(kueue))
+    assert r.returncode == 0, r.stderr
+    assert "waits in Kueue queue star1-gpu until admitted" in r.stderr
+    rayjob = next(b for m, p, b in kube.requests if m == "POST" and p.endswith("/rayjobs"))
+    assert rayjob["spec"]["suspend"] is True
+    assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "star1-gpu"
+
+
 def test_a_failed_job_exits_1_with_the_reason(kube, tmp_path, star1):
     kube.statuses["t-eval"] = [
         RUNNING,

@@ -338,6 +338,12 @@ def follow(
         if state != last:
             extra = f" ({status['reason']}: {status.get('message', '')})" if status.get("reason") else ""
             say(f"rayjob/{name}: {state}{extra}")
+            queue = (obj["metadata"].get("labels") or {}).get(QUEUE_LABEL)
+            if queue and status.get("jobDeploymentStatus") in (None, "", "New", "Suspended"):
+                say(
+                    f"rayjob/{name} waits in Kueue queue {queue} until admitted: "
+                    f"kubectl -n {namespace} get workloads"
+                )
             last = state
         if status.get("rayClusterName") and not shown:
             for line in pointers(obj):
@@ -354,6 +360,9 @@ def follow(
     return ok, f"{status.get('jobDeploymentStatus')}/{status.get('jobStatus')}" + (
         f": {detail}" if detail else ""
     )
+
+
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # the chart's Kueue mode labels RayJobs with their LocalQueue
 
 
 def _terminal(obj: dict) -> bool:
