@@ -4,13 +4,16 @@ reads it as a `store:` path."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from star1.config import ConfigError, Star1Config
 from star1.evals.run import EvalResult, engine_pool, run_eval
 from star1.manifest import read_manifest
 from star1.report.render import render_scorecard
+from star1.report.tracking import link_scorecard
 from star1.stages.runner import data_stage_names, run_stages
 from star1.store import Store
 from star1.train.layout import RunLayout
@@ -92,10 +95,33 @@ def scorecard(cfg: Star1Config, store: Store, results: list[EvalResult]) -> tupl
     returns (Markdown, URL of the HTML page), or None when nothing was evaluated."""
     if not results:
         return None
-    return render_scorecard(
-        store,
-        [r.run_name for r in results],
-        cfg=cfg.report,
-        reference=cfg.report.reference or results[0].run_name,
-        name="pipeline",
+    names = [r.run_name for r in results]
+    text, url = render_scorecard(
+        store, names, cfg=cfg.report, reference=cfg.report.reference or results[0].run_name, name="pipeline"
     )
+    link_scorecard(cfg, store, names, url)
+    return text, url
+
+
+def tracking_line(cfg: Star1Config, store: Store) -> str | None:
+    """One line saying where the loop's tracker runs are and how to open them; None when tracking is off."""
+    from star1.tracking.backend import redact
+    from star1.tracking.mlflow_backend import MIRROR, tracking_uri, ui_command
+
+    parts = []
+    for backend in cfg.tracking.backends:
+        if backend == "mlflow":
+            uri = tracking_uri(cfg.tracking.mlflow, store)
+            if uri.startswith("sqlite:///"):
+                db = Path(uri[len("sqlite:///") :])
+                shown = os.path.relpath(db) if db.is_relative_to(Path.cwd()) else str(db)
+                copy = f" (copied to {store.url(MIRROR)})" if not store.is_local else ""
+                parts.append(f"MLflow store {shown}{copy} — open it: {ui_command(uri)}")
+            else:
+                parts.append(f"MLflow at {redact(uri)}, experiment {cfg.tracking.mlflow.experiment}")
+        elif backend == "tensorboard":
+            where = cfg.tracking.tensorboard.logdir or store.url("tensorboard")
+            parts.append(f"TensorBoard: tensorboard --logdir {where}")
+        elif backend == "wandb":
+            parts.append(f"W&B project {cfg.tracking.wandb.project} (offline runs: wandb sync <dir>)")
+    return "tracking: " + "; ".join(parts) if parts else None

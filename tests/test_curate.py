@@ -195,3 +195,44 @@ def test_benign_addon_and_export(server, tmp_path):
     assert "## By source" in card and "| classifier |" in card and "## Lineage" in card
     assert res.manifest.counts["star1"] == 4 and res.manifest.counts["benign"] == len(benign)
     assert run_export(cfg, store, log=lambda m: None).skipped
+
+
+def test_a_data_run_is_one_tracker_run_with_counts_usage_cost_and_the_trains_data_hash(server, tmp_path):
+    """The stages run through `run_stages` are one MLflow run (embedded store): per stage rows in, kept and
+    rejected by reason, each role's usage and cost, as the manifests say; tagged with the hash training
+    records for the export it reads. A rerun where every stage is up to date logs nothing more."""
+    from mlflow.tracking import MlflowClient
+
+    from star1.config import TrainSource
+    from star1.manifest import read_manifest
+    from star1.stages.runner import run_stages
+    from star1.train.data import load_records
+
+    store = Store.from_uri(str(tmp_path))
+    write_pool(store)
+    priced = {"classifier": {"price_in_per_mtok": 2.5, "price_out_per_mtok": 10.0}}
+    cfg = config(server, str(tmp_path), roles=priced, curate={"select_n": 4, "benign": False})
+    names = ["classify", "generate", "score", "select", "export"]
+    run_stages(names, cfg, store, use_ray=False, log=lambda m: None)
+    run_stages(names, cfg, store, use_ray=False, log=lambda m: None)  # every stage up to date
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("star1").experiment_id])
+    assert [r.info.run_name for r in runs] == ["data/star1"] and runs[0].info.status == "FINISHED"
+    got = runs[0].data.metrics
+    for stage in names:
+        m = read_manifest(store, stage)
+        c = m.counts
+        assert got[f"{stage}/in"] == c["in"] and got[f"{stage}/kept"] == c["out"], stage
+        assert got[f"{stage}/rejected"] == sum(c["rejected"].values()), stage
+        for reason, n in c["rejected"].items():
+            assert got[f"{stage}/rejected/{reason}"] == n, (stage, reason)
+    assert got["generate/rejected/truncated"] == 1 and got["classify/rejected/unparseable"] == 1
+    usage = read_manifest(store, "classify").usage["classifier"]
+    assert usage["cost_usd"] > 0 and got["classify/usage/classifier/cost_usd"] == usage["cost_usd"]
+    assert got["classify/usage/classifier/requests"] == usage["requests"]
+    assert got["total/cost_usd"] == pytest.approx(sum(got[f"{s}/cost_usd"] for s in names))
+
+    _, inputs = load_records([TrainSource(store="export/star1.parquet")], store)
+    assert runs[0].data.tags["data_sha256"] == ",".join(i["sha256"] for i in inputs)
+    assert runs[0].data.tags["link.export.parquet"] == store.url("export/star1.parquet")

@@ -319,3 +319,49 @@ def test_expected_items_is_checked_before_the_limit(server, tmp_path):
     assert res.manifest.counts["x_all"]["items"] == res.manifest.counts["x_safe"]["items"] == 2
     assert [n.split(":")[0] for n in res.manifest.notes] == ["x_safe"]
     assert [line.split(":")[1].strip() for line in logged if line.startswith("warning:")] == ["x_safe"]
+
+
+def test_eval_run_in_the_embedded_mlflow_store_equals_its_summary(server, tmp_path):
+    """One tracker run per eval run: the headline values and their intervals are summary.json's (and the
+    scorecard's intervals), the model hash, engine and profile are params, the files are linked by URI;
+    an up-to-date rerun adds nothing, and a scorecard drawn later links itself into the same run."""
+    from mlflow.tracking import MlflowClient
+
+    from star1.evals.results import confidence_interval
+    from star1.evals.tracking import metric_key
+
+    cfg = parse_config(_cfg(server, tmp_path, benchmarks=["t_mcq", "t_math", "t_xstest"]))
+    store = Store.from_uri(str(tmp_path))
+    res = run_eval(cfg, store, log=print)
+    tracking = res.manifest.usage["tracking"]
+    assert tracking["failures"] == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    run = client.get_run(tracking["backends"]["mlflow"]["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "eval/target"
+
+    summary = RunSummary.model_validate(store.read_json("eval/target/summary.json"))
+    want = {}
+    for name, b in summary.benchmarks.items():
+        (lo, hi), _ = confidence_interval(b, 0.95)
+        key = metric_key(name, b.metric)
+        want |= {key: b.value, f"{key}.ci_low": lo, f"{key}.ci_high": hi}
+    assert run.data.metrics == pytest.approx(want)
+    assert {m.step for k in want for m in client.get_metric_history(run.info.run_id, k)} == {0}
+    assert set(want) >= {"t_mcq/accuracy", "t_xstest/refusal_rate", "t_math/accuracy.ci_high"}
+
+    p = run.data.params
+    assert p["model_hash"] == summary.model_hash and p["engine"] == "openai" and p["profile"] == "paper"
+    t = run.data.tags
+    assert t["link.samples.t_mcq"] == store.url("eval/target/t_mcq/samples.parquet")
+    assert t["link.summary"] == store.url("eval/target/summary.json") and t["status"] == "complete"
+    assert not client.list_artifacts(run.info.run_id)  # links, not copies
+
+    assert run_eval(cfg, store, log=print).skipped
+    from star1.report.render import render_scorecard
+    from star1.report.tracking import link_scorecard
+
+    _, page = render_scorecard(store, ["target"], cfg=cfg.report)
+    link_scorecard(cfg, store, ["target"], page)
+    runs = client.search_runs([run.info.experiment_id])
+    assert len(runs) == 1 and runs[0].data.tags["link.scorecard"] == page
+    assert runs[0].info.status == "FINISHED"

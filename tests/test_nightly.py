@@ -157,3 +157,61 @@ def test_an_incomplete_eval_exits_5_and_an_infrastructure_failure_7(store, confi
     assert r.exit_code == 7, r.output
     status = store.read_json("report/nightly/nightly-2026-12-02/nightly.json")
     assert status["outcome"] == "infrastructure" and status["meaning"] == "infrastructure failure"
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    from tests.trackers import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
+def test_two_nights_are_a_trend_in_a_real_mlflow_server_that_agrees_with_report_history(
+    tmp_path, store, tonight, mlflow_uri
+):
+    """Night 1 passes, night 2 regresses on StrongREJECT: the trend run holds two points per headline
+    metric, in the history's order, with the regression marked, exactly as `report --history` shows them;
+    each comparison is also a tracker run of its own with its verdicts. A retried night adds no point."""
+    from mlflow.tracking import MlflowClient
+
+    from star1.report import published
+    from star1.report.markdown import TREND_MARKS, num
+
+    config = write(
+        tmp_path / "nightly.yaml",
+        f"store: {{uri: {store.uri}}}\nray: {{enabled: false}}\neval: {{model: {{path: synthetic/m}}}}\n"
+        "report: {baseline: star1-7b, bootstrap_resamples: 2000}\n"
+        f"tracking: {{mlflow: {{uri: '{mlflow_uri}', experiment: nightly-trend}}}}\n",
+    )
+    assert nightly(config, "--date", "2026-11-30").exit_code == 0
+    tonight.scores = syn.with_drop(BASE, 12.0, seed=2, churn=0.02)
+    assert nightly(config, "--date", "2026-12-01").exit_code == 3
+    assert nightly(config, "--date", "2026-12-01").exit_code == 3  # a retry: the same comparison
+
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("nightly-trend")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"trend/report", "compare/nightly-2026-11-30-vs-star1-7b",
+                         "compare/nightly-2026-12-01-vs-star1-7b"}  # fmt: skip
+    night2 = runs["compare/nightly-2026-12-01-vs-star1-7b"].data
+    assert night2.tags["outcome"] == "regression" and night2.tags["verdict.strongreject"] == "regression"
+    assert night2.metrics["regression/strongreject"] == 1.0 and night2.metrics["regression/aime24"] == 0.0
+
+    shown = runner.invoke(app, ["report", "-c", str(config), "--history"])
+    assert shown.exit_code == 0, shown.output
+    table = [ln.split("|")[1:-1] for ln in shown.stdout.splitlines() if ln.startswith("| 20")]
+    header = next(ln for ln in shown.stdout.splitlines() if ln.startswith("| Date")).split("|")[1:-1]
+    assert [row[1].strip() for row in table] == ["nightly-2026-11-30", "nightly-2026-12-01"]
+    trend = runs["trend/report"].info.run_id
+    for bench, key in (("strongreject", "strongreject/safe_rate"), ("aime24", "aime24/pass_at_1")):
+        column = [h.strip() for h in header].index(published.label(bench))
+        points = sorted((m.step, m.value) for m in client.get_metric_history(trend, key))
+        flags = sorted((m.step, m.value) for m in client.get_metric_history(trend, f"regression/{bench}"))
+        assert [s for s, _ in points] == [s for s, _ in flags] == [1, 2], key
+        for (_, value), (_, flag), row in zip(points, flags, table, strict=True):
+            mark = TREND_MARKS["regression"] if flag else ""
+            assert row[column].strip() == (num(value) + mark).strip(), (key, row)
+    assert [f for _, f in flags] == [0.0, 0.0]  # aime24 never regressed
+    sr = sorted((m.step, m.value) for m in client.get_metric_history(trend, "regression/strongreject"))
+    assert sr == [(1, 0.0), (2, 1.0)]

@@ -177,3 +177,7 @@ def pipeline(
     from star1.cli.eval import pipeline_evals
 
     pipeline_evals(load(config, set_), store, force)  # base (+ fine-tuned) model scores, when configured
+    from star1.pipeline import tracking_line
+
+    if line := tracking_line(cfg, store):
+        console.print(line, highlight=False, soft_wrap=True)

@@ -129,6 +129,10 @@ def nightly(
     except OSError as e:  # the verdict is known but not stored: a retry (the eval is up to date) stores it
         console.print(f"[red]infrastructure failure:[/red] writing the verdict: {e}", highlight=False)
         raise typer.Exit(EXIT_INFRA) from None
+    from star1.cli.report import track_comparison
+
+    files = {k: written[k] for k in ("comparison", "history", "trend") if written.get(k)}
+    track_comparison(cfg, store, comparison, files)
     if written.get("trend_error"):
         console.print(f"[yellow]trend page not redrawn:[/yellow] {written['trend_error']}", highlight=False)
     named = ", ".join(written["regressions"]) or "; ".join(comparison.problems)

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from star1.cli.common import ConfigOpt, SetOpt, app, console, load, open_store
+from star1.config import Star1Config
+
+if TYPE_CHECKING:
+    from star1.report.compare import Comparison
+    from star1.store import Store
 
 RunsArg = Annotated[
     list[str] | None,
@@ -19,6 +24,17 @@ RunsArg = Annotated[
 OutOpt = Annotated[
     str | None, typer.Option("--out", help="folder or s3:// URI for the files (default: <store>/report/…)")
 ]
+
+
+def track_comparison(cfg: Star1Config, store: Store, c: Comparison, files: dict[str, str]) -> None:
+    """The comparison and the trend in the experiment tracker; a history that cannot be read back for it is
+    a warning, never a changed verdict."""
+    from star1.report.tracking import log_comparison
+
+    try:
+        log_comparison(cfg, store, c, files)
+    except (OSError, ValueError) as e:
+        console.print(f"[yellow]tracking: comparison not logged:[/yellow] {e}", highlight=False)
 
 
 def _fail(e: Exception) -> typer.Exit:
@@ -77,6 +93,10 @@ def report(
                 out=target,
                 title=title or "star1 scorecard",
             )
+            if target is None:
+                from star1.report.tracking import link_scorecard
+
+                link_scorecard(cfg, store, list(runs or []), page)
     except (RunError, ValueError, OSError) as e:
         raise _fail(e) from None
     print(text)
@@ -143,6 +163,7 @@ def compare(
                 RuntimeError(f"verdict {result.outcome}, but the history was not written: {e}")
             ) from None
         console.print(f"history: {url}", highlight=False)
+        track_comparison(cfg, store, result, {"history": url})
     color = {"ok": "green", "regression": "red", "incomparable": "yellow"}[result.outcome]
     console.print(f"[{color}]{result.outcome}[/{color}] (exit {result.exit_code})", highlight=False)
     raise typer.Exit(result.exit_code)

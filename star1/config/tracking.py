@@ -21,8 +21,8 @@ class MLflowSection(Strict):
     uri: str | None = Field(
         None,
         description="tracking URI (http(s)://, sqlite:///…, databricks); default: env MLFLOW_TRACKING_URI, "
-        "else an embedded sqlite store: <store>/mlflow/mlflow.db for a local store, ./mlruns/mlflow.db "
-        "when the store is s3://",
+        "else an embedded sqlite store: <store>/mlflow/mlflow.db for a local store; for an s3:// store a "
+        "file under $STAR1_CACHE/mlflow/ copied to <store>/mlflow/mlflow.db at the end of every run",
     )
     experiment: str = Field("star1", min_length=1, description="experiment the runs are filed under")
 

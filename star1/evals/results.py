@@ -95,3 +95,19 @@ def samples_path(benchmark: str) -> str:
 
 def summary_path(benchmark: str | None = None) -> str:
     return f"{benchmark}/summary.json" if benchmark else "summary.json"
+
+
+def confidence_interval(s: BenchmarkSummary, confidence: float) -> tuple[tuple[float, float], str]:
+    """`value`'s interval in percent, and how it was made: a Wilson interval on the items `value` is a
+    proportion of when each is one 0/1 verdict (or `stderr` is missing or zero), else value ± z·stderr;
+    clipped to [0, 100]. The scorecard and the experiment tracker both show this one."""
+    from scipy import stats as sps
+
+    if not s.binomial and s.stderr:
+        z = float(sps.norm.ppf(0.5 + confidence / 2))
+        lo, hi = s.value - z * s.stderr, s.value + z * s.stderr
+        return (max(0.0, lo), min(100.0, hi)), "stderr"
+    n = max(s.n_items if s.n_rate_items is None else s.n_rate_items, 1)
+    k = min(n, max(0, round(s.value / 100 * n)))
+    ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (100.0 * ci.low, 100.0 * ci.high), "wilson"

@@ -32,6 +32,7 @@ from star1.evals.scorers.choice import score_choice
 from star1.evals.scorers.code import CodeJob, CodeScorer
 from star1.evals.scorers.common import Verdict, closes_unopened_think, unanswered
 from star1.evals.scorers.math_answer import MathJob, MathScorer
+from star1.evals.tracking import forget, log_eval
 from star1.manifest import Manifest, git_sha, stable_hash
 from star1.stage_run import StageRun
 from star1.store import Store
@@ -481,6 +482,7 @@ def run_eval(
                 log(f"eval/{name}: up to date")
                 return EvalResult(name, store, summary, run.previous, True)
             store.delete(f"{work.root}/{summary_path()}")
+            forget(store, name)
             rows = work.generate()
             work.judge(rows)
             work.score(rows)
@@ -489,6 +491,8 @@ def run_eval(
             for b in work.benches:
                 outputs[b.spec.name] = {"uri": store.url(f"{work.root}/{samples_path(b.spec.name)}")}
             usage = {"passes": work.stats, **({"api": pool.usage()} if pool.usage() else {})}
+            status = "incomplete" if failures["benchmarks"] else "complete"
+            usage["tracking"] = log_eval(cfg, store, summary, run.params, status)
             if failures["benchmarks"]:
                 manifest = run.incomplete(outputs, counts, failures, work.timings, usage, work.warnings)
             else:

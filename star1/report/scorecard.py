@@ -14,9 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from scipy import stats as sps
-
-from star1.evals.results import BenchmarkSummary, Kind
+from star1.evals.results import BenchmarkSummary, Kind, confidence_interval
 from star1.report import published
 from star1.report.compare import version_differences
 from star1.report.published import KIND_ORDER, PublishedRow
@@ -82,17 +80,6 @@ class Scorecard:
     @property
     def benchmark_columns(self) -> list[Column]:
         return [c for c in self.columns if not c.average]
-
-
-def confidence_interval(s: BenchmarkSummary, confidence: float) -> tuple[tuple[float, float], str]:
-    if not s.binomial and s.stderr:
-        z = float(sps.norm.ppf(0.5 + confidence / 2))
-        lo, hi = s.value - z * s.stderr, s.value + z * s.stderr
-        return (max(0.0, lo), min(100.0, hi)), "stderr"
-    n = max(s.n_items if s.n_rate_items is None else s.n_rate_items, 1)
-    k = min(n, max(0, round(s.value / 100 * n)))
-    ci = sps.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return (100.0 * ci.low, 100.0 * ci.high), "wilson"
 
 
 def build(

@@ -3,6 +3,7 @@ around the stages that call a model. Knows the data stages only: `star1.pipeline
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +52,30 @@ def run_stages(
     log: Callable[[str], None] = print,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Run data stages in order; the local model server, if used, runs through the model stages only."""
+    """Run data stages in order; the local model server, if used, runs through the model stages only. The
+    stages that did work are logged as one data run in the experiment tracker (`stages/tracking.py`)."""
+    from star1.stages.tracking import log_data_run, snapshot
+
+    before = snapshot(store, names)
+    try:
+        results = _run_in_order(names, cfg, store, force, use_ray, log, progress)
+    except BaseException as e:
+        with contextlib.suppress(OSError, ValueError):  # the stage's own error is the one to show
+            log_data_run(cfg, store, names, before, error=f"{type(e).__name__}: {e}")
+        raise
+    log_data_run(cfg, store, names, before)
+    return results
+
+
+def _run_in_order(
+    names: list[str],
+    cfg: Star1Config,
+    store: Store,
+    force: bool,
+    use_ray: bool,
+    log: Callable[[str], None],
+    progress: Any,
+) -> dict[str, Any]:
     from star1.llm.local_server import serving
 
     results: dict[str, Any] = {}

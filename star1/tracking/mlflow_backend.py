@@ -1,9 +1,22 @@
-"""MLflow through `MlflowClient` (no global state): a tracking server, or the embedded sqlite store."""
+"""MLflow through `MlflowClient` (no global state): a tracking server, or the embedded sqlite store.
+
+The embedded store is a sqlite file: `<store>/mlflow/mlflow.db` for a local store. An object store cannot
+hold a live database, and a pod's working directory may be read-only and is lost with the pod, so for an
+`s3://` store the file lives under `$STAR1_CACHE/mlflow/<hash of the store URI>/` (writable on the chart's
+pods), is fetched from `<store>/mlflow/mlflow.db` when this machine has none yet, and is copied back there
+at the end of every run. A new database starts as a copy of an empty one made once per MLflow version
+(creating the schema runs MLflow's ~50 migrations: seconds; a copy: milliseconds).
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
+import shutil
+import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +27,63 @@ from star1.tracking.backend import Status, redact
 BATCH = 100  # MLflow's log_batch takes at most 100 params / 1000 metrics per request
 
 
+MIRROR = "mlflow/mlflow.db"  # where an object store keeps its copy of the embedded database
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("STAR1_CACHE") or Path.home() / ".cache" / "star1") / "mlflow"
+
+
 def embedded_uri(store: Store | None) -> str:
-    """sqlite store under a local run store (`<store>/mlflow/mlflow.db`), else `./mlruns/mlflow.db`."""
-    folder = Path(store.root) / "mlflow" if store is not None and store.is_local else Path("mlruns").resolve()
+    """sqlite store under a local run store (`<store>/mlflow/mlflow.db`); for an object store a local file
+    under `$STAR1_CACHE/mlflow/<hash of its URI>/` (copied to `<store>/mlflow/mlflow.db`); no store:
+    `./mlruns/mlflow.db`."""
+    if store is None:
+        folder = Path("mlruns").resolve()
+    elif store.is_local:
+        folder = Path(store.root) / "mlflow"
+    else:
+        folder = cache_dir() / hashlib.sha256(store.uri.encode()).hexdigest()[:16]
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on an embedded store. star1 installs mlflow-skinny, which has
+    no web UI: the full package of the same version runs it (a newer one would migrate the database)."""
+    from importlib.metadata import version
+
+    return f"uvx --from mlflow=={version('mlflow-skinny')} mlflow ui --backend-store-uri {uri}"
+
+
+def _template() -> Path:
+    """An empty, fully migrated database for this MLflow version (made once, under a lock)."""
+    from importlib.metadata import version
+
+    path = cache_dir() / f"empty-{version('mlflow-skinny')}.db"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            from mlflow.tracking import MlflowClient
+
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                MlflowClient(f"sqlite:///{tmp}/new.db").search_experiments()  # creates the schema
+                os.replace(f"{tmp}/new.db", path)
+    return path
+
+
+def _snapshot(db: Path) -> bytes:
+    """A consistent copy of a live sqlite database (sqlite's online backup), as bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = sqlite3.connect(db), sqlite3.connect(Path(tmp) / "copy.db")
+        try:
+            src.backup(dst)
+        finally:
+            src.close()
+            dst.close()
+        return (Path(tmp) / "copy.db").read_bytes()
 
 
 def tracking_uri(section: MLflowSection, store: Store | None) -> str:
@@ -30,7 +96,10 @@ class MLflowBackend:
 
     def __init__(self, section: MLflowSection, store: Store | None, kind: str, run_name: str) -> None:
         self.uri = tracking_uri(section, store)
-        self.where = redact(self.uri)
+        embedded = not section.uri and not os.environ.get("MLFLOW_TRACKING_URI")
+        # an object store's embedded database: copied to and from `<store>/mlflow/mlflow.db`
+        self.mirror: Store | None = store if embedded and store is not None and not store.is_local else None
+        self.where = self.mirror.url(MIRROR) if self.mirror is not None else redact(self.uri)
         self.experiment, self.kind, self.run_name = section.experiment, kind, run_name
         self.client: Any = None
         self.run_id = ""
@@ -40,9 +109,16 @@ class MLflowBackend:
 
         local = self.uri.startswith("sqlite:///")
         if local:
-            Path(self.uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+            db = Path(self.uri[len("sqlite:///") :])
+            db.parent.mkdir(parents=True, exist_ok=True)
             for name in ("alembic", "mlflow.store.db.utils", "mlflow.store.sql_alchemy_store"):
                 logging.getLogger(name).setLevel(logging.WARNING)  # schema set-up chatter
+            if not db.exists() and self.mirror is not None and self.mirror.exists(MIRROR):
+                self.mirror.copy_to_local(MIRROR, db)  # a new pod: continue the store's copy
+            if not db.exists():
+                tmp = db.with_name(f".tmp-{os.getpid()}-{db.name}")
+                shutil.copyfile(_template(), tmp)
+                os.replace(tmp, db)
         self.client = MlflowClient(tracking_uri=self.uri)
         if resume_id:
             self.client.get_run(resume_id)  # raises when this tracker does not have it
@@ -108,3 +184,5 @@ class MLflowBackend:
 
     def end(self, status: Status) -> None:
         self.client.set_terminated(self.run_id, status=status)
+        if self.mirror is not None:
+            self.mirror.write_bytes(MIRROR, _snapshot(Path(self.uri[len("sqlite:///") :])))

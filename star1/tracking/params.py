@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,3 +28,9 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def _text(v: Any) -> str:
     s = v if isinstance(v, str) else json.dumps(v, default=str, ensure_ascii=False)
     return s if len(s) <= MAX_VALUE else s[: MAX_VALUE - len(CUT)] + CUT
+
+
+def tracker_key(*parts: str) -> str:
+    """Parts joined by `/`, each within what every tracker accepts as a metric name (MLflow: letters,
+    digits, `_ - . : ` and space): `("aime24", "pass@1")` → `aime24/pass_at_1`."""
+    return "/".join(re.sub(r"[^\w.\- :]+", "_", p.replace("@", "_at_")).strip(" .") or "_" for p in parts)
