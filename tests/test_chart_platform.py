@@ -259,6 +259,12 @@ def env_names(model: Any) -> set[str]:
     return out
 
 
+TRACKER_KEYS = {
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "WANDB_API_KEY",
+}
 TRACKING_KEYS = {
     "mlflow": {"MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"},
     "wandb": {"WANDB_API_KEY"},
@@ -295,8 +301,10 @@ def test_no_pod_gets_a_secret_its_jobs_config_does_not_name(extra):
                 assert refs <= allowed, (where, c["name"], refs - allowed)
                 if "sandbox" in where or "submitter" in where or c["name"] == "scratch-dirs":
                     assert "valueFrom" not in str(c.get("env", [])), (where, c["name"])
-                elif c["name"].startswith("ray-"):
+                elif c["name"] == "ray-head":
                     assert refs == allowed, (where, refs, allowed)
+                elif c["name"] == "ray-worker":  # only the driver talks to the tracker
+                    assert refs == allowed - TRACKER_KEYS, (where, refs, allowed)
         seen[comp] = allowed
     # the issue's case: SFT pods do not receive the model APIs' keys; curation gets the ones its roles name
     assert seen["sft"] == {"HF_TOKEN", "MLFLOW_TRACKING_TOKEN"}
@@ -319,16 +327,16 @@ def test_a_config_that_names_another_key_gets_exactly_that_one():
     assert refs == {"TOGETHER_API_KEY", "WANDB_API_KEY"}
 
 
-def test_the_tracking_server_reaches_every_ray_pod_but_the_sandbox(plain):
+def test_the_tracking_server_reaches_the_driver_only(plain):
     uri = "http://mlflow.mlflow.svc:5000"
     objs = chart.objects(render_all({"tracking": {"mlflowUri": uri}}))
     for rj in rayjobs(objs).values():
         for where, t in pod_templates(rj):
             env = env_of(t["spec"]["containers"][0])
-            if "sandbox" in where or "submitter" in where:
-                assert "MLFLOW_TRACKING_URI" not in env, where
-            else:
+            if where.endswith(" head"):  # the driver: the one process that talks to the tracker
                 assert env["MLFLOW_TRACKING_URI"] == {"name": "MLFLOW_TRACKING_URI", "value": uri}, where
+            else:
+                assert "MLFLOW_TRACKING_URI" not in env, where
     assert "MLFLOW_TRACKING_URI" not in str(plain)
 
 

@@ -103,7 +103,8 @@ seccompProfile:
 {{/*
 Env of every Ray container: S3 settings, credentials and the job's API keys ("keys", a subset of apiKeys.keys)
 by reference to Secrets (never values), plain extras, then the pod settings' env ("user", checked).
-arg: (dict "root" $ "job" KEY "keys" LIST "extra" LIST-OF-ENV-MAPS ["user" LIST-OF-ENVVARS])
+arg: (dict "root" $ "job" KEY "keys" LIST "extra" LIST-OF-ENV-MAPS ["user" LIST-OF-ENVVARS] ["head" true]:
+the head's, where the driver runs, also gets tracking.mlflowUri)
 */}}
 {{- define "star1.env" -}}
 {{- $v := .root.Values -}}
@@ -111,9 +112,11 @@ arg: (dict "root" $ "job" KEY "keys" LIST "extra" LIST-OF-ENV-MAPS ["user" LIST-
   value: {{ .job | quote }}
 - name: AWS_REGION
   value: {{ $v.s3.region | quote }}
+{{- if .head }}
 {{- with $v.tracking.mlflowUri }}
 - name: MLFLOW_TRACKING_URI
   value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- if $v.s3.endpoint }}
 - name: AWS_ENDPOINT_URL
@@ -606,7 +609,7 @@ rayClusterSpec:
             env:
               {{- $extra := append (.extraEnv | default list) (dict "name" "RAY_JOB_STOP_WAIT_TIME_S" "value" (toString $v.lifecycle.stopWaitSeconds)) }}
               {{- $extra = concat $extra (include "star1.scratchEnv" (dict "head" true) | fromJsonArray) }}
-              {{- include "star1.env" (dict "root" $root "job" .key "keys" .keys "extra" $extra "user" $ho.env) | nindent 14 }}
+              {{- include "star1.env" (dict "root" $root "job" .key "keys" .keys "extra" $extra "user" $ho.env "head" true) | nindent 14 }}
             {{- with $ho.envFrom }}
             envFrom:
               {{- toYaml . | nindent 14 }}
@@ -618,7 +621,7 @@ rayClusterSpec:
         volumes:
           {{- include "star1.volumes" (dict "configMap" .configMap "shm" $head.shmSize "tmp" $v.storageMargin "scratch" $headScratch "user" $ho.volumes "token" $token) | nindent 10 }}
   workerGroupSpecs:
-    {{- include "star1.workerGroups" (dict "root" $root "key" .key "where" $where "job" .job "configMap" .configMap "image" $image "managedBy" .managedBy "keys" .keys "chartEnv" $chartEnv "kueue" $kueue) | trim | nindent 4 }}
+    {{- include "star1.workerGroups" (dict "root" $root "key" .key "where" $where "job" .job "configMap" .configMap "image" $image "managedBy" .managedBy "keys" (include "star1.workerKeys" .keys | fromJsonArray) "chartEnv" $chartEnv "kueue" $kueue) | trim | nindent 4 }}
     {{- if dig "sandbox" "enabled" false .job }}
     {{- include "star1.sandboxGroup" (dict "root" $root "key" .key "job" .job "configMap" .configMap "managedBy" .managedBy "kueue" $kueue) | trim | nindent 4 }}
     {{- end }}

@@ -231,3 +231,18 @@ server as the autoscaler.
 {{- end -}}
 {{- join ", " $out -}}
 {{- end -}}
+
+{{/* The tracker's credential keys: only the driver (the head) talks to a tracker */}}
+{{- define "star1.trackingKeys" -}}
+{{- toJson (list "MLFLOW_TRACKING_TOKEN" "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD" "WANDB_API_KEY") -}}
+{{- end -}}
+
+{{/* A job's keys for its worker pods: the head's without the tracker's; arg: LIST */}}
+{{- define "star1.workerKeys" -}}
+{{- $tracking := include "star1.trackingKeys" . | fromJsonArray -}}
+{{- $out := list -}}
+{{- range . -}}
+{{- if not (has . $tracking) }}{{ $out = append $out . }}{{ end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
