@@ -259,16 +259,11 @@ def env_names(model: Any) -> set[str]:
     return out
 
 
-TRACKER_KEYS = {
-    "MLFLOW_TRACKING_TOKEN",
-    "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD",
-    "WANDB_API_KEY",
-}
 TRACKING_KEYS = {
     "mlflow": {"MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"},
     "wandb": {"WANDB_API_KEY"},
 }
+TRACKER_KEYS = set().union(*TRACKING_KEYS.values())
 
 
 @pytest.mark.parametrize("extra", [None, FULL], ids=["examples", "full"])

@@ -25,6 +25,7 @@ GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 FAILED_DEPLOYMENT = {"Failed", "ValidationFailed"}
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 MAX_NAME = 47  # KubeRay: a RayJob's name leaves room for its RayCluster's suffix
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # the chart's Kueue mode labels RayJobs with their LocalQueue
 
 
 class RayJobError(RuntimeError):
@@ -360,9 +361,6 @@ def follow(
     return ok, f"{status.get('jobDeploymentStatus')}/{status.get('jobStatus')}" + (
         f": {detail}" if detail else ""
     )
-
-
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # the chart's Kueue mode labels RayJobs with their LocalQueue
 
 
 def _terminal(obj: dict) -> bool:

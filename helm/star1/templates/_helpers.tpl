@@ -395,7 +395,7 @@ must fit in one pod. arg: (dict "root" $ "key" JOBKEY "job" JOBVALUES "configMap
 {{- $disk := include "star1.ephemeralStorage" (list $root $scratch) -}}
 {{- $gwhere := printf "%s.workers.%s" $ctx.where $group -}}
 {{- $o := include "star1.podOptions" (list $root.Values.pods $ctx.job.pods $g) | fromJson -}}
-{{- include "star1.podOptionsCheck" (dict "root" $root "o" $o "where" $gwhere "chartEnv" $ctx.chartEnv) -}}
+{{- include "star1.podOptionsCheck" (dict "o" $o "where" $gwhere "chartEnv" $ctx.chartEnv) -}}
 {{- $shm := $g.shmSize | default "1Gi" -}}
 {{- $replicas := ternary $max $g.minReplicas $ctx.kueue -}}
 - groupName: {{ $group }}
@@ -491,7 +491,7 @@ that exits 5 (incomplete) or 7 (infrastructure) is run again in place, lifecycle
 {{- range (include "star1.scratchDirs" $root | fromJsonArray) }}{{ $chartEnv = append $chartEnv (index . 0) }}{{ end -}}
 {{- $chartEnv = concat $chartEnv $v.apiKeys.keys -}}
 {{- $ho := include "star1.podOptions" (list $v.pods $v.head .job.pods .job.head) | fromJson -}}
-{{- include "star1.podOptionsCheck" (dict "root" $root "o" $ho "where" (printf "%s.head" $where) "chartEnv" $chartEnv) -}}
+{{- include "star1.podOptionsCheck" (dict "o" $ho "where" (printf "%s.head" $where) "chartEnv" $chartEnv) -}}
 {{- $token := and $autoscale (not $v.serviceAccount.automount) -}}
 entrypoint: {{ printf "python -m star1.deploy.runlog --to %s/_runs/%s --cwd %s --retries %v --retry-delay %v -- sh -c %s" (include "star1.storeUri" $root) .key $v.workingDir $v.lifecycle.retries $v.lifecycle.retryDelaySeconds (include "star1.shellQuote" .command) | quote }}
 submissionMode: K8sJobMode

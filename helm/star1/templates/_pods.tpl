@@ -28,7 +28,7 @@ one. The chart's own labels, env, volumes and ray start settings always win or a
 {{/*
 Check merged pod settings; WHERE names the values. Plain env values go through the same secret checks as
 `env`; names the chart sets are refused; rayStartParams may not restate what the chart derives.
-arg: (dict "root" $ "o" OPTIONS "where" WHERE "chartEnv" LIST-OF-NAMES)
+arg: (dict "o" OPTIONS "where" WHERE "chartEnv" LIST-OF-NAMES)
 */}}
 {{- define "star1.podOptionsCheck" -}}
 {{- $where := .where -}}
@@ -153,12 +153,9 @@ secretKeys, kept only when listed in apiKeys.keys. arg: (dict "root" $ "config" 
 {{- define "star1.jobSecretKeys" -}}
 {{- $names := include "star1.configEnvNames" .config | fromJsonArray -}}
 {{- $tracking := dig "tracking" "backend" "mlflow" .config -}}
-{{- $backends := ternary $tracking (list $tracking) (kindIs "slice" $tracking) -}}
-{{- if has "mlflow" $backends -}}
-{{- $names = concat $names (list "MLFLOW_TRACKING_TOKEN" "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD") -}}
-{{- end -}}
-{{- if has "wandb" $backends -}}
-{{- $names = append $names "WANDB_API_KEY" -}}
+{{- $byBackend := include "star1.trackingKeys" . | fromJson -}}
+{{- range $b := ternary $tracking (list $tracking) (kindIs "slice" $tracking) -}}
+{{- $names = concat $names (get $byBackend (toString $b) | default list) -}}
 {{- end -}}
 {{- $names = concat $names (.extra | default list) -}}
 {{- $keep := list -}}
@@ -232,14 +229,16 @@ server as the autoscaler.
 {{- join ", " $out -}}
 {{- end -}}
 
-{{/* The tracker's credential keys: only the driver (the head) talks to a tracker */}}
+{{/* The credential env vars each tracking backend reads, as JSON {backend: [names]}; only the driver (the
+head) talks to a tracker */}}
 {{- define "star1.trackingKeys" -}}
-{{- toJson (list "MLFLOW_TRACKING_TOKEN" "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD" "WANDB_API_KEY") -}}
+{{- toJson (dict "mlflow" (list "MLFLOW_TRACKING_TOKEN" "MLFLOW_TRACKING_USERNAME" "MLFLOW_TRACKING_PASSWORD") "wandb" (list "WANDB_API_KEY")) -}}
 {{- end -}}
 
 {{/* A job's keys for its worker pods: the head's without the tracker's; arg: LIST */}}
 {{- define "star1.workerKeys" -}}
-{{- $tracking := include "star1.trackingKeys" . | fromJsonArray -}}
+{{- $tracking := list -}}
+{{- range (include "star1.trackingKeys" . | fromJson) }}{{ $tracking = concat $tracking . }}{{ end -}}
 {{- $out := list -}}
 {{- range . -}}
 {{- if not (has . $tracking) }}{{ $out = append $out . }}{{ end -}}

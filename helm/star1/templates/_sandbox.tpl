@@ -145,17 +145,22 @@ spec:
         - podSelector:
             matchLabels:
               {{- include "star1.rayPodSelector" . | nindent 14 }}
-    - to:
-        - namespaceSelector:
-            matchLabels:
-              kubernetes.io/metadata.name: {{ $s.dns.namespace }}
-          podSelector:
-            matchLabels:
-              {{- range splitList "," $s.dns.podSelector }}
-              {{- $kv := splitn "=" 2 . }}
-              {{ $kv._0 | quote }}: {{ $kv._1 | quote }}
-              {{- end }}
-      ports:
-        - {protocol: UDP, port: 53}
-        - {protocol: TCP, port: 53}
+    {{- include "star1.dnsEgress" $s.dns | nindent 4 }}
+{{- end -}}
+
+{{/* The egress rule to the cluster's DNS pods, port 53; arg: {namespace, podSelector "k=v[,k=v]"} */}}
+{{- define "star1.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .namespace }}
+      podSelector:
+        matchLabels:
+          {{- range splitList "," .podSelector }}
+          {{- $kv := splitn "=" 2 . }}
+          {{ $kv._0 | quote }}: {{ $kv._1 | quote }}
+          {{- end }}
+  ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
 {{- end -}}
